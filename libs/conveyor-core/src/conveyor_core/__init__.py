@@ -1,0 +1,1 @@
+"""Conveyor's shared contract: what the gateway and every worker agree on."""

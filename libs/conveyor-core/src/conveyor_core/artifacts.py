@@ -1,0 +1,93 @@
+"""The artifact store: files jobs read and write, kept out of the job rows.
+
+Local directory by default, any fsspec URL (s3://, gs://) in production. Every path a
+caller names is relative to the store's root and is checked before use: no absolute
+paths, no `..`, no symlink that leads outside the root.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import IO, Annotated, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import AfterValidator, Field
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]{0,127}$")
+ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class UnsafePathError(ValueError):
+    """A path that would reach outside the artifact store."""
+
+
+def check_relative_path(path: str) -> str:
+    """Return `path` if it is a plain relative path inside the store, else raise."""
+    if not path or len(path) > 512:
+        raise UnsafePathError("path must be 1 to 512 characters")
+    if path.startswith("/") or "\\" in path or "\x00" in path or "://" in path:
+        raise UnsafePathError(f"path {path!r} must be relative to the artifact store")
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            raise UnsafePathError(f"path {path!r} has an empty, '.' or '..' segment")
+        if not _SEGMENT.match(segment):
+            raise UnsafePathError(f"path segment {segment!r} has characters outside [A-Za-z0-9_.=-]")
+    return path
+
+
+ArtifactPath = Annotated[
+    str,
+    AfterValidator(check_relative_path),
+    Field(
+        description="Path relative to the artifact store root, e.g. `uploads/sales.parquet` "
+        "or `jobs/<id>/output.parquet`. Absolute paths and `..` are refused.",
+        examples=["uploads/sales.parquet"],
+    ),
+]
+
+
+class ArtifactStore:
+    """Reads and writes files under one root, local or remote."""
+
+    def __init__(self, root: str) -> None:
+        self.fs, self.root = fsspec.core.url_to_fs(root)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.root = posixpath.realpath(self.root)
+
+    def url(self, path: str) -> str:
+        """Full location of a checked relative path; for local stores, symlinks are resolved."""
+        full = posixpath.join(self.root, check_relative_path(path))
+        if self.is_local:
+            real = posixpath.realpath(full)
+            if real != self.root and not real.startswith(self.root + "/"):
+                raise UnsafePathError(f"path {path!r} leads outside the artifact store")
+            return real
+        return f"{self.fs.unstrip_protocol(full)}"
+
+    def open(self, path: str, mode: str = "rb") -> IO[Any]:
+        target = self.url(path)
+        if "w" in mode:
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        return self.fs.open(target, mode)  # type: ignore[no-any-return]
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self.url(path)))
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(self.url(path)))
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """What polars/pyarrow need to reach a remote store (empty for local)."""
+        return {} if self.is_local else dict(self.fs.storage_options)
+
+
+def job_artifact_path(job_id: object, name: str) -> str:
+    """Where a job's named output lives inside the store."""
+    if not re.match(ARTIFACT_NAME_PATTERN, name):
+        raise UnsafePathError(f"artifact name {name!r} is not a plain file name")
+    return f"jobs/{job_id}/{name}"

@@ -1,0 +1,83 @@
+"""What every job type declares, once: name, task, queue, params, result, limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from conveyor_core.settings import Settings
+
+EXCHANGE = "conveyor"
+DEAD_LETTER_EXCHANGE = "conveyor.dead-letter"
+
+
+class StrictModel(BaseModel):
+    """Params models refuse unknown fields: a typo is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AdmissionDenied(Exception):
+    """Params are valid but policy refuses them (for example a command outside the catalog)."""
+
+
+@dataclass(frozen=True)
+class JobType:
+    """One kind of job. Adding a type means one of these plus a worker service."""
+
+    name: str
+    params: Any  # a params model class or an Annotated union of them
+    result: type[BaseModel]
+    summary: str
+    example: dict[str, Any]
+    soft_time_limit_s: int
+    time_limit_s: int
+    admit: Callable[[Any, Settings], None] | None = field(default=None, compare=False)
+
+    @property
+    def task_name(self) -> str:
+        return f"conveyor.{self.name}"
+
+    @property
+    def queue(self) -> str:
+        return f"conveyor.{self.name}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"conveyor.{self.name}.dead-letter"
+
+    @cached_property
+    def params_adapter(self) -> TypeAdapter[Any]:
+        return TypeAdapter(self.params)
+
+    def parse_params(self, raw: Any) -> Any:
+        return self.params_adapter.validate_python(raw)
+
+    def check_admission(self, params: Any, settings: Settings) -> None:
+        """Raise AdmissionDenied when policy refuses these (already valid) params."""
+        if self.admit is not None:
+            self.admit(params, settings)
+
+
+def queue_arguments(delivery_limit: int) -> dict[str, Any]:
+    """Arguments of every job queue; the gateway and workers must declare them identically.
+
+    Quorum queues survive a broker node loss and count deliveries; the delivery limit is
+    a backstop behind Conveyor's own attempt counter (a job crashing its worker every time
+    ends in the dead-letter queue instead of looping forever).
+    """
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+    }
+
+
+# Fixed rather than a setting: changing a queue argument makes RabbitMQ refuse to redeclare
+# the queue. Conveyor's own attempt limit (CONVEYOR_MAX_ATTEMPTS) is the one to tune.
+QUEUE_DELIVERY_LIMIT = 20
+DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}

@@ -1,0 +1,79 @@
+"""`cmd.run`: run one command from the configured catalog, argv only, never a shell."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from conveyor_core.jobs.base import AdmissionDenied, JobType, StrictModel
+from conveyor_core.settings import Settings
+
+
+class CommandParams(StrictModel):
+    command: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Name of a command in the catalog (CONVEYOR_COMMAND_CATALOG).",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Arguments passed as argv, literally: no shell expands them.",
+    )
+    timeout_s: int = Field(
+        default=60, ge=1, le=86_400, description="Wall-clock limit; capped by CONVEYOR_CMD_MAX_TIMEOUT_S."
+    )
+    stdin: str | None = Field(default=None, description="Text fed to the command's stdin.")
+
+    @field_validator("args")
+    @classmethod
+    def _plain_strings(cls, args: list[str]) -> list[str]:
+        for index, arg in enumerate(args):
+            if "\x00" in arg:
+                raise ValueError(f"args[{index}] contains a NUL byte")
+            if len(arg) > 4096:
+                raise ValueError(f"args[{index}] is longer than 4096 characters")
+        return args
+
+
+class CommandResult(BaseModel):
+    exit_code: int
+    stdout: str
+    stderr: str
+    truncated: bool = Field(description="True when stdout or stderr was cut at the capture limit.")
+    timed_out: bool = False
+    duration_s: float
+
+
+class CommandNotAllowed(AdmissionDenied):
+    pass
+
+
+def admit_command(params: CommandParams, settings: Settings) -> None:
+    """Refuse anything the catalog does not list, and limits the caller tries to exceed."""
+    entry = settings.command_catalog.get(params.command)
+    if entry is None:
+        allowed = ", ".join(sorted(settings.command_catalog))
+        raise CommandNotAllowed(
+            f"command {params.command!r} is not in the command catalog; allowed: {allowed}"
+        )
+    if len(params.args) > entry.max_args:
+        raise CommandNotAllowed(
+            f"command {params.command!r} takes at most {entry.max_args} arguments"
+        )
+    if params.timeout_s > settings.cmd_max_timeout_s:
+        raise CommandNotAllowed(
+            f"timeout_s {params.timeout_s} exceeds the limit of {settings.cmd_max_timeout_s} s"
+        )
+    if params.stdin is not None and len(params.stdin.encode()) > settings.cmd_max_stdin_bytes:
+        raise CommandNotAllowed(f"stdin exceeds the limit of {settings.cmd_max_stdin_bytes} bytes")
+
+
+CMD_RUN = JobType(
+    name="cmd.run",
+    params=CommandParams,
+    result=CommandResult,
+    summary="Run a catalog command as argv (no shell), unprivileged, with limits.",
+    example={"command": "echo", "args": ["hello", "$(id)"], "timeout_s": 10},
+    soft_time_limit_s=86_400,
+    time_limit_s=86_400 + 60,
+    admit=admit_command,
+)

@@ -1,0 +1,118 @@
+"""All of Conveyor's configuration, read once from `CONVEYOR_*` environment variables.
+
+Every field here is a row of the settings table in the README and a key of the Helm
+chart's ConfigMap; keep the three in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CatalogCommand(BaseModel):
+    """One command that `cmd.run` may execute: its executable and how far callers may go."""
+
+    executable: str = Field(description="Absolute path of the program, or a name looked up on PATH.")
+    max_args: int = Field(default=16, ge=0, description="Most arguments a caller may pass.")
+    description: str = ""
+
+
+DEFAULT_COMMAND_CATALOG: dict[str, CatalogCommand] = {
+    "echo": CatalogCommand(executable="echo", description="Print the arguments."),
+    "sleep": CatalogCommand(executable="sleep", max_args=1, description="Wait N seconds."),
+    "date": CatalogCommand(executable="date", max_args=2, description="Print the date."),
+    "uname": CatalogCommand(executable="uname", max_args=2, description="Print system info."),
+    "sha256sum": CatalogCommand(executable="sha256sum", max_args=0, description="Hash stdin."),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    # --- connections
+    broker_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672//"),
+        description="RabbitMQ AMQP URL.",
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite:///var/conveyor.db"),
+        description="Job store URL: sqlite:///path or postgresql+psycopg://user:pw@host/db.",
+    )
+    artifact_url: str = Field(
+        default="var/artifacts",
+        description="Artifact store root: a local directory or an fsspec URL (s3://bucket/prefix).",
+    )
+
+    # --- gateway
+    api_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
+    api_port: int = Field(default=8000, description="Gateway port.")
+    publish_timeout_s: float = Field(
+        default=1.5, gt=0, description="Longest wait for RabbitMQ's publisher confirm before 503."
+    )
+    auto_migrate: bool = Field(
+        default=True, description="Gateway runs Alembic migrations at start-up."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest accepted request body.")
+
+    # --- workers
+    worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="How often a running job's heartbeat, progress and cancel flag sync."
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Deliveries of one job before it is failed and dead-lettered."
+    )
+    cancel_grace_s: float = Field(
+        default=5.0, ge=0, description="Time a cancelled job gets to stop before its process is killed."
+    )
+    soft_time_limit_s: int | None = Field(
+        default=None, description="Override the job type's soft time limit (seconds)."
+    )
+    time_limit_s: int | None = Field(
+        default=None, description="Override the job type's hard time limit (seconds)."
+    )
+
+    # --- limits on what callers control
+    max_inline_rows: int = Field(default=10_000, description="Most rows in data.transform params.")
+    inline_result_rows: int = Field(
+        default=1_000, description="Larger transform outputs go to a Parquet artifact."
+    )
+    ml_max_samples: int = Field(default=2_000_000, description="Largest synthetic ML dataset.")
+    cmd_max_timeout_s: int = Field(default=3600, description="Cap on cmd.run timeout_s.")
+    cmd_max_output_bytes: int = Field(
+        default=1024 * 1024, description="stdout/stderr kept per stream; the rest is dropped."
+    )
+    cmd_max_stdin_bytes: int = Field(default=1024 * 1024, description="Largest cmd.run stdin.")
+    cmd_run_as_user: str = Field(
+        default="nobody", description="Unprivileged user commands run as when the worker is root."
+    )
+    cmd_max_memory_bytes: int = Field(default=512 * 1024 * 1024, description="RLIMIT_AS of commands.")
+    cmd_max_processes: int = Field(default=64, description="RLIMIT_NPROC of commands.")
+    cmd_max_open_files: int = Field(default=256, description="RLIMIT_NOFILE of commands.")
+    command_catalog: dict[str, CatalogCommand] = Field(
+        default_factory=lambda: dict(DEFAULT_COMMAND_CATALOG),
+        description="JSON object: command name -> {executable, max_args}.",
+    )
+
+    # --- observability
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(
+        default=0, description="Worker /metrics port; 0 picks none (set per worker)."
+    )
+
+    @property
+    def artifact_root(self) -> str:
+        """The artifact URL with a local relative path made absolute."""
+        if "://" in self.artifact_url:
+            return self.artifact_url
+        return str(Path(self.artifact_url).resolve())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

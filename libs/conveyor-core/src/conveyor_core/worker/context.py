@@ -1,0 +1,94 @@
+"""The handle a job implementation gets: progress, cancellation, artifacts, settings."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import IO, Any
+
+from conveyor_core.artifacts import ArtifactStore, job_artifact_path
+from conveyor_core.settings import Settings
+
+
+class JobFailed(Exception):
+    """The job cannot succeed for a reason the caller should read (bad column, bad file)."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when its cancellation was requested."""
+
+
+class JobContext:
+    def __init__(self, job_id: uuid.UUID, settings: Settings, artifacts: ArtifactStore) -> None:
+        self.job_id = job_id
+        self.settings = settings
+        self.artifacts = artifacts
+        self.cancel_event = threading.Event()
+        self._progress = 0.0
+        self._produced: list[str] = []
+        self._cancel_callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    # --- progress
+    def report_progress(self, fraction: float) -> None:
+        """Record how far the job is (0..1); synced to the job store on the next heartbeat."""
+        self._progress = min(1.0, max(0.0, float(fraction)))
+        self.check_cancelled()
+
+    @property
+    def progress(self) -> float:
+        return self._progress
+
+    # --- cancellation
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise JobCancelled()
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run `callback` (from the heartbeat thread) when a cancel arrives; returns an undo."""
+        with self._lock:
+            self._cancel_callbacks.append(callback)
+            already = self.cancel_event.is_set()
+        if already:
+            callback()
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._cancel_callbacks:
+                    self._cancel_callbacks.remove(callback)
+
+        return remove
+
+    def request_cancel(self) -> None:
+        with self._lock:
+            if self.cancel_event.is_set():
+                return
+            self.cancel_event.set()
+            callbacks = list(self._cancel_callbacks)
+        for callback in callbacks:
+            callback()
+
+    # --- artifacts
+    def artifact_path(self, name: str) -> str:
+        """Store-relative path of this job's artifact `name`, recorded as produced."""
+        path = job_artifact_path(self.job_id, name)
+        if name not in self._produced:
+            self._produced.append(name)
+        return path
+
+    def open_artifact(self, name: str, mode: str = "wb") -> IO[Any]:
+        return self.artifacts.open(self.artifact_path(name), mode)
+
+    def artifact_url(self, name: str) -> str:
+        """Full location (local path or URL) for libraries that write files themselves."""
+        url = self.artifacts.url(self.artifact_path(name))
+        if self.artifacts.is_local:
+            import os
+
+            os.makedirs(os.path.dirname(url), exist_ok=True)
+        return url
+
+    @property
+    def produced_artifacts(self) -> list[str]:
+        return list(self._produced)

@@ -1,0 +1,225 @@
+"""The shared task wrapper: every state change a job goes through, written in one place.
+
+A job implementation is a plain function `(params, ctx) -> result model`. This module
+claims the job, keeps its heartbeat, watches for a cancel, records the outcome and
+bounds redeliveries, so an implementation holds only the work itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery import Celery, Task, signals
+from celery.exceptions import Reject
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
+
+from conveyor_core.artifacts import ArtifactStore
+from conveyor_core.celery_app import create_celery_app, declare_topology
+from conveyor_core.jobs.base import JobType
+from conveyor_core.logs import configure_logging
+from conveyor_core.settings import Settings, get_settings
+from conveyor_core.states import JobState
+from conveyor_core.store.engine import make_sync_engine
+from conveyor_core.store.worker_ops import WorkerJobStore
+from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
+
+log = logging.getLogger("conveyor.worker")
+
+Implementation = Callable[[Any, JobContext], BaseModel]
+
+
+class _PerProcess:
+    """Engine and store made lazily in each process: connections must not cross a fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid = 0
+        self._engine: Engine | None = None
+        self._store: WorkerJobStore | None = None
+        self._artifacts: ArtifactStore | None = None
+
+    def _ensure(self) -> None:
+        if self._pid != os.getpid():
+            self._engine = make_sync_engine(self.settings.database_url.get_secret_value())
+            self._store = WorkerJobStore(self._engine)
+            self._artifacts = ArtifactStore(self.settings.artifact_root)
+            self._pid = os.getpid()
+
+    @property
+    def store(self) -> WorkerJobStore:
+        self._ensure()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        self._ensure()
+        assert self._artifacts is not None
+        return self._artifacts
+
+
+class _Heartbeat(threading.Thread):
+    """Syncs progress and liveness, and turns a cancel request into a stopped job."""
+
+    def __init__(self, store: WorkerJobStore, ctx: JobContext, settings: Settings) -> None:
+        super().__init__(name=f"heartbeat-{ctx.job_id}", daemon=True)
+        self.store = store
+        self.ctx = ctx
+        self.interval = settings.heartbeat_interval_s
+        self.grace = settings.cancel_grace_s
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=self.interval * 2)
+
+    def run(self) -> None:
+        cancel_deadline: float | None = None
+        while not self._stop_event.wait(self.interval):
+            try:
+                beat = self.store.beat(self.ctx.job_id, self.ctx.progress)
+            except Exception:  # the store may be restarting; the next beat retries
+                log.warning("heartbeat for job %s failed", self.ctx.job_id, exc_info=True)
+                continue
+            if beat.cancel_requested and cancel_deadline is None:
+                log.info("job %s: cancel requested, stopping it", self.ctx.job_id)
+                cancel_deadline = time.monotonic() + self.grace
+                self.ctx.request_cancel()
+            if cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                self._kill_unresponsive_job()
+
+    def _kill_unresponsive_job(self) -> None:
+        # The job ignored the cancel (stuck in native code, say). Record the outcome, then
+        # end this pool process; the redelivered message finds the job cancelled and is acked.
+        log.warning("job %s did not stop within %ss; killing its process", self.ctx.job_id,
+                    self.grace)
+        self.store.finish(self.ctx.job_id, JobState.CANCELLED, error="cancelled by request",
+                          artifacts=self.ctx.produced_artifacts)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class JobRunner:
+    def __init__(self, job_type: JobType, implementation: Implementation,
+                 settings: Settings) -> None:
+        self.job_type = job_type
+        self.implementation = implementation
+        self.settings = settings
+        self.resources = _PerProcess(settings)
+
+    @property
+    def soft_time_limit_s(self) -> int:
+        return self.settings.soft_time_limit_s or self.job_type.soft_time_limit_s
+
+    @property
+    def time_limit_s(self) -> int:
+        return self.settings.time_limit_s or self.job_type.time_limit_s
+
+    def execute(self, job_id: uuid.UUID, worker: str) -> None:
+        store = self.resources.store
+        claim = store.claim(job_id, worker)
+        if claim is None:
+            log.info("job %s is %s; nothing to run", job_id,
+                     store.current_state(job_id) or "unknown")
+            return
+        if claim.attempts > self.settings.max_attempts:
+            store.finish(job_id, JobState.FAILED, error=(
+                f"gave up after {claim.attempts - 1} attempts: the worker running this job "
+                "was lost every time (crash, out of memory or kill)"))
+            raise Reject("attempts exhausted", requeue=False)  # a copy goes to the dead-letter queue
+        if claim.cancel_requested:
+            store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
+            return
+        if claim.type != self.job_type.name:
+            store.finish(job_id, JobState.FAILED,
+                         error=f"job of type {claim.type!r} reached the {self.job_type.name} worker")
+            return
+        try:
+            params = self.job_type.parse_params(claim.params)
+        except ValidationError as error:
+            store.finish(job_id, JobState.FAILED, error=f"invalid params: {error}")
+            return
+        self._run(job_id, params, store)
+
+    def _run(self, job_id: uuid.UUID, params: Any, store: WorkerJobStore) -> None:
+        ctx = JobContext(job_id, self.settings, self.resources.artifacts)
+        heartbeat = _Heartbeat(store, ctx, self.settings)
+        heartbeat.start()
+        log.info("job %s (%s) started", job_id, self.job_type.name)
+        state, result, error = JobState.FAILED, None, None
+        try:
+            output = self.implementation(params, ctx)
+            result = self.job_type.result.model_validate(output).model_dump(mode="json")
+            state = JobState.SUCCEEDED
+        except JobCancelled:
+            state, error = JobState.CANCELLED, "cancelled by request"
+        except SoftTimeLimitExceeded:
+            error = f"time limit of {self.soft_time_limit_s} s exceeded"
+        except JobFailed as failure:
+            error = str(failure)
+        except Exception as failure:
+            log.exception("job %s raised", job_id)
+            error = f"{type(failure).__name__}: {failure}"
+        finally:
+            heartbeat.stop()
+        store.finish(job_id, state, result=result, error=error,
+                     artifacts=ctx.produced_artifacts,
+                     progress=1.0 if state is JobState.SUCCEEDED else None)
+        log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")
+
+    def on_hard_time_limit(self, job_id: uuid.UUID) -> None:
+        """Runs in the worker's main process after Celery killed the pool process."""
+        self.resources.store.finish(job_id, JobState.FAILED, error=(
+            f"hard time limit of {self.time_limit_s} s exceeded; the job's process was killed"))
+
+
+def build_worker_app(job_type: JobType, implementation: Implementation,
+                     settings: Settings | None = None) -> Celery:
+    """The Celery app of one worker service, with its one task registered."""
+    settings = settings or get_settings()
+    app = create_celery_app(settings, [job_type])
+    runner = JobRunner(job_type, implementation, settings)
+
+    class JobTask(Task):  # type: ignore[misc]
+        def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
+                       einfo: Any) -> None:
+            if isinstance(exc, TimeLimitExceeded):
+                runner.on_hard_time_limit(uuid.UUID(kwargs["job_id"]))
+
+    @app.task(name=job_type.task_name, base=JobTask, bind=True,
+              soft_time_limit=runner.soft_time_limit_s, time_limit=runner.time_limit_s)
+    def execute(task: Task, job_id: str) -> None:
+        runner.execute(uuid.UUID(job_id), worker=task.request.hostname or "unknown")
+
+    @signals.worker_ready.connect(weak=False)
+    def _declare_dead_letter_queue(sender: Any = None, **_: Any) -> None:
+        with app.connection_for_write() as connection:
+            declare_topology(connection, [job_type])
+
+    return app
+
+
+def run_worker(job_type: JobType, implementation: Implementation, short_name: str) -> None:
+    """Entry point of a worker service: consume only this job type's queue."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = build_worker_app(job_type, implementation, settings)
+    app.worker_main([
+        "worker",
+        f"--queues={job_type.queue}",
+        f"--hostname={short_name}@%h",
+        f"--concurrency={settings.worker_concurrency}",
+        "--pool=prefork",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ])

@@ -1,0 +1,13 @@
+"""`conveyor-worker-data`: consume the data job queue and run its jobs."""
+
+from conveyor_core.jobs import DATA_TRANSFORM
+from conveyor_core.worker import run_worker
+from conveyor_worker_data.job import run
+
+
+def main() -> None:
+    run_worker(DATA_TRANSFORM, run, short_name="data")
+
+
+if __name__ == "__main__":
+    main()
