@@ -33,7 +33,9 @@ def check_relative_path(path: str) -> str:
         if segment in ("", ".", ".."):
             raise UnsafePathError(f"path {path!r} has an empty, '.' or '..' segment")
         if not _SEGMENT.match(segment):
-            raise UnsafePathError(f"path segment {segment!r} has characters outside [A-Za-z0-9_.=-]")
+            raise UnsafePathError(
+                f"path segment {segment!r} has characters outside [A-Za-z0-9_.=-]"
+            )
     return path
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from celery import Celery
-from kombu import Connection, Exchange, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 
 from conveyor_core.jobs.base import (
     DEAD_LETTER_EXCHANGE,

@@ -17,7 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class CatalogCommand(BaseModel):
     """One command that `cmd.run` may execute: its executable and how far callers may go."""
 
-    executable: str = Field(description="Absolute path of the program, or a name looked up on PATH.")
+    executable: str = Field(
+        description="Absolute path of the program, or a name looked up on PATH."
+    )
     max_args: int = Field(default=16, ge=0, description="Most arguments a caller may pass.")
     description: str = ""
 
@@ -57,18 +59,27 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(
         default=True, description="Gateway runs Alembic migrations at start-up."
     )
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest accepted request body.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, description="Largest accepted request body."
+    )
 
     # --- workers
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
     heartbeat_interval_s: float = Field(
-        default=1.0, gt=0, description="How often a running job's heartbeat, progress and cancel flag sync."
+        default=1.0,
+        gt=0,
+        description="How often a running job's heartbeat, progress and cancel flag sync.",
     )
     max_attempts: int = Field(
         default=3, ge=1, description="Deliveries of one job before it is failed and dead-lettered."
     )
+    store_retry_s: float = Field(
+        default=60.0, ge=0, description="How long a worker retries an unreachable job store."
+    )
     cancel_grace_s: float = Field(
-        default=5.0, ge=0, description="Time a cancelled job gets to stop before its process is killed."
+        default=5.0,
+        ge=0,
+        description="Time a cancelled job gets to stop before its process is killed.",
     )
     soft_time_limit_s: int | None = Field(
         default=None, description="Override the job type's soft time limit (seconds)."
@@ -91,7 +102,9 @@ class Settings(BaseSettings):
     cmd_run_as_user: str = Field(
         default="nobody", description="Unprivileged user commands run as when the worker is root."
     )
-    cmd_max_memory_bytes: int = Field(default=512 * 1024 * 1024, description="RLIMIT_AS of commands.")
+    cmd_max_memory_bytes: int = Field(
+        default=512 * 1024 * 1024, description="RLIMIT_AS of commands."
+    )
     cmd_max_processes: int = Field(default=64, description="RLIMIT_NPROC of commands.")
     cmd_max_open_files: int = Field(default=256, description="RLIMIT_NOFILE of commands.")
     command_catalog: dict[str, CatalogCommand] = Field(

@@ -2,6 +2,7 @@
 
 from conveyor_core.jobs import CMD_RUN
 from conveyor_core.worker import run_worker
+
 from conveyor_worker_cmd.job import run
 
 

@@ -2,6 +2,7 @@
 
 from conveyor_core.jobs import ML_TRAIN
 from conveyor_core.worker import run_worker
+
 from conveyor_worker_ml.job import run
 
 

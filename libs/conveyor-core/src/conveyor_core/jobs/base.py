@@ -24,6 +24,14 @@ class StrictModel(BaseModel):
 class AdmissionDenied(Exception):
     """Params are valid but policy refuses them (for example a command outside the catalog)."""
 
+    status_code = 403
+
+
+class LimitExceeded(AdmissionDenied):
+    """Params are valid but larger than this deployment allows."""
+
+    status_code = 422
+
 
 @dataclass(frozen=True)
 class JobType:

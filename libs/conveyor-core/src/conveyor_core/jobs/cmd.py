@@ -19,7 +19,10 @@ class CommandParams(StrictModel):
         description="Arguments passed as argv, literally: no shell expands them.",
     )
     timeout_s: int = Field(
-        default=60, ge=1, le=86_400, description="Wall-clock limit; capped by CONVEYOR_CMD_MAX_TIMEOUT_S."
+        default=60,
+        ge=1,
+        le=86_400,
+        description="Wall-clock limit; capped by CONVEYOR_CMD_MAX_TIMEOUT_S.",
     )
     stdin: str | None = Field(default=None, description="Text fed to the command's stdin.")
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from conveyor_core.artifacts import ArtifactPath
-from conveyor_core.jobs.base import JobType, StrictModel
+from conveyor_core.jobs.base import JobType, LimitExceeded, StrictModel
+from conveyor_core.settings import Settings
 
 Scalar = str | int | float | bool | None
 ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
@@ -143,8 +144,10 @@ class TransformParams(StrictModel):
     def _one_input_and_known_columns(self) -> TransformParams:
         if (self.rows is None) == (self.source is None):
             raise ValueError("give exactly one of `rows` (inline) or `source` (artifact path)")
-        if self.source is not None and self.format is None and not self.source.endswith(
-            (".csv", ".parquet", ".jsonl", ".ndjson")
+        if (
+            self.source is not None
+            and self.format is None
+            and not self.source.endswith((".csv", ".parquet", ".jsonl", ".ndjson"))
         ):
             raise ValueError("`format` is needed when `source` has no .csv/.parquet/.jsonl suffix")
         if self.rows:
@@ -163,6 +166,14 @@ class TransformResult(BaseModel):
     )
     artifact: str | None = Field(default=None, description="Parquet artifact with the output.")
     duration_s: float
+
+
+def admit_transform(params: TransformParams, settings: Settings) -> None:
+    if params.rows is not None and len(params.rows) > settings.max_inline_rows:
+        raise LimitExceeded(
+            f"params.rows has {len(params.rows)} rows; the limit is {settings.max_inline_rows} "
+            "(put larger inputs in the artifact store and pass `source`)"
+        )
 
 
 DATA_TRANSFORM = JobType(
@@ -188,4 +199,5 @@ DATA_TRANSFORM = JobType(
     },
     soft_time_limit_s=2 * 3600,
     time_limit_s=2 * 3600 + 120,
+    admit=admit_transform,
 )

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from conveyor_core.artifacts import ArtifactPath
-from conveyor_core.jobs.base import JobType, StrictModel
+from conveyor_core.jobs.base import JobType, LimitExceeded, StrictModel
+from conveyor_core.settings import Settings
 
 Dataset = Literal["iris", "digits", "wine", "breast_cancer", "synthetic", "file"]
 
@@ -112,6 +113,13 @@ class TrainResult(BaseModel):
     artifact: str = Field(description="Name of the fitted model artifact (skops format).")
 
 
+def admit_train(params: _TrainCommon, settings: Settings) -> None:
+    if params.dataset == "synthetic" and params.n_samples > settings.ml_max_samples:
+        raise LimitExceeded(
+            f"params.n_samples {params.n_samples} exceeds the limit of {settings.ml_max_samples}"
+        )
+
+
 ML_TRAIN = JobType(
     name="ml.train",
     params=TrainParams,
@@ -126,4 +134,5 @@ ML_TRAIN = JobType(
     },
     soft_time_limit_s=6 * 3600,
     time_limit_s=6 * 3600 + 120,
+    admit=admit_train,
 )

@@ -54,8 +54,12 @@ class WorkerJobStore:
             row = connection.execute(statement).one_or_none()
         if row is None:
             return None
-        return Claim(type=row.type, params=row.params, attempts=row.attempts,
-                     cancel_requested=row.cancel_requested)
+        return Claim(
+            type=row.type,
+            params=row.params,
+            attempts=row.attempts,
+            cancel_requested=row.cancel_requested,
+        )
 
     def current_state(self, job_id: uuid.UUID) -> str | None:
         with self.engine.connect() as connection:

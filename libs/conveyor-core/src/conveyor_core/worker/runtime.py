@@ -14,13 +14,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, signals
 from celery.exceptions import Reject
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.celery_app import create_celery_app, declare_topology
@@ -33,6 +34,7 @@ from conveyor_core.store.worker_ops import WorkerJobStore
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
 
 log = logging.getLogger("conveyor.worker")
+T = TypeVar("T")
 
 Implementation = Callable[[Any, JobContext], BaseModel]
 
@@ -100,16 +102,37 @@ class _Heartbeat(threading.Thread):
     def _kill_unresponsive_job(self) -> None:
         # The job ignored the cancel (stuck in native code, say). Record the outcome, then
         # end this pool process; the redelivered message finds the job cancelled and is acked.
-        log.warning("job %s did not stop within %ss; killing its process", self.ctx.job_id,
-                    self.grace)
-        self.store.finish(self.ctx.job_id, JobState.CANCELLED, error="cancelled by request",
-                          artifacts=self.ctx.produced_artifacts)
+        log.warning(
+            "job %s did not stop within %ss; killing its process", self.ctx.job_id, self.grace
+        )
+        self.store.finish(
+            self.ctx.job_id,
+            JobState.CANCELLED,
+            error="cancelled by request",
+            artifacts=self.ctx.produced_artifacts,
+        )
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _retrying(operation: Callable[[], T], budget_s: float) -> T:
+    """Run a job store operation, retrying connection errors for up to `budget_s` seconds."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.25
+    while True:
+        try:
+            return operation()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job store unavailable; retrying in %.2fs", delay, exc_info=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class JobRunner:
-    def __init__(self, job_type: JobType, implementation: Implementation,
-                 settings: Settings) -> None:
+    def __init__(
+        self, job_type: JobType, implementation: Implementation, settings: Settings
+    ) -> None:
         self.job_type = job_type
         self.implementation = implementation
         self.settings = settings
@@ -125,22 +148,37 @@ class JobRunner:
 
     def execute(self, job_id: uuid.UUID, worker: str) -> None:
         store = self.resources.store
-        claim = store.claim(job_id, worker)
+        try:
+            claim = _retrying(lambda: store.claim(job_id, worker), self.settings.store_retry_s)
+        except SQLAlchemyError as error:
+            # Give the message back rather than lose it; another delivery will try again.
+            raise Reject(f"job store unavailable: {error}", requeue=True) from error
         if claim is None:
-            log.info("job %s is %s; nothing to run", job_id,
-                     store.current_state(job_id) or "unknown")
+            log.info(
+                "job %s is %s; nothing to run", job_id, store.current_state(job_id) or "unknown"
+            )
             return
         if claim.attempts > self.settings.max_attempts:
-            store.finish(job_id, JobState.FAILED, error=(
-                f"gave up after {claim.attempts - 1} attempts: the worker running this job "
-                "was lost every time (crash, out of memory or kill)"))
-            raise Reject("attempts exhausted", requeue=False)  # a copy goes to the dead-letter queue
+            store.finish(
+                job_id,
+                JobState.FAILED,
+                error=(
+                    f"gave up after {claim.attempts - 1} attempts: the worker running this job "
+                    "was lost every time (crash, out of memory or kill)"
+                ),
+            )
+            raise Reject(
+                "attempts exhausted", requeue=False
+            )  # a copy goes to the dead-letter queue
         if claim.cancel_requested:
             store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
             return
         if claim.type != self.job_type.name:
-            store.finish(job_id, JobState.FAILED,
-                         error=f"job of type {claim.type!r} reached the {self.job_type.name} worker")
+            store.finish(
+                job_id,
+                JobState.FAILED,
+                error=f"job of type {claim.type!r} reached the {self.job_type.name} worker",
+            )
             return
         try:
             params = self.job_type.parse_params(claim.params)
@@ -170,32 +208,53 @@ class JobRunner:
             error = f"{type(failure).__name__}: {failure}"
         finally:
             heartbeat.stop()
-        store.finish(job_id, state, result=result, error=error,
-                     artifacts=ctx.produced_artifacts,
-                     progress=1.0 if state is JobState.SUCCEEDED else None)
+        _retrying(
+            lambda: store.finish(
+                job_id,
+                state,
+                result=result,
+                error=error,
+                artifacts=ctx.produced_artifacts,
+                progress=1.0 if state is JobState.SUCCEEDED else None,
+            ),
+            self.settings.store_retry_s,
+        )
         log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")
 
     def on_hard_time_limit(self, job_id: uuid.UUID) -> None:
         """Runs in the worker's main process after Celery killed the pool process."""
-        self.resources.store.finish(job_id, JobState.FAILED, error=(
-            f"hard time limit of {self.time_limit_s} s exceeded; the job's process was killed"))
+        self.resources.store.finish(
+            job_id,
+            JobState.FAILED,
+            error=(
+                f"hard time limit of {self.time_limit_s} s exceeded; the job's process was killed"
+            ),
+        )
 
 
-def build_worker_app(job_type: JobType, implementation: Implementation,
-                     settings: Settings | None = None) -> Celery:
+def build_worker_app(
+    job_type: JobType, implementation: Implementation, settings: Settings | None = None
+) -> Celery:
     """The Celery app of one worker service, with its one task registered."""
     settings = settings or get_settings()
     app = create_celery_app(settings, [job_type])
+    app.conf.worker_consumer = "conveyor_core.worker.consumer:JobConsumer"
     runner = JobRunner(job_type, implementation, settings)
 
     class JobTask(Task):  # type: ignore[misc]
-        def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                       einfo: Any) -> None:
+        def on_failure(
+            self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+        ) -> None:
             if isinstance(exc, TimeLimitExceeded):
                 runner.on_hard_time_limit(uuid.UUID(kwargs["job_id"]))
 
-    @app.task(name=job_type.task_name, base=JobTask, bind=True,
-              soft_time_limit=runner.soft_time_limit_s, time_limit=runner.time_limit_s)
+    @app.task(
+        name=job_type.task_name,
+        base=JobTask,
+        bind=True,
+        soft_time_limit=runner.soft_time_limit_s,
+        time_limit=runner.time_limit_s,
+    )
     def execute(task: Task, job_id: str) -> None:
         runner.execute(uuid.UUID(job_id), worker=task.request.hostname or "unknown")
 
@@ -212,14 +271,16 @@ def run_worker(job_type: JobType, implementation: Implementation, short_name: st
     settings = get_settings()
     configure_logging(settings.log_level)
     app = build_worker_app(job_type, implementation, settings)
-    app.worker_main([
-        "worker",
-        f"--queues={job_type.queue}",
-        f"--hostname={short_name}@%h",
-        f"--concurrency={settings.worker_concurrency}",
-        "--pool=prefork",
-        f"--loglevel={settings.log_level}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            f"--queues={job_type.queue}",
+            f"--hostname={short_name}@%h",
+            f"--concurrency={settings.worker_concurrency}",
+            "--pool=prefork",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )

@@ -1,0 +1,42 @@
+# Conveyor: `make run` starts the local stack, `make test` proves it. `make help` lists all.
+SHELL := bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## Install uv if it is missing
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+
+.PHONY: install
+install: uv ## Create .venv from the lock file
+	$(UV) sync --frozen
+
+.PHONY: run
+run: install ## Start the gateway (127.0.0.1:8000) and the three workers; Ctrl-C stops all
+	$(UV) run conveyor-api migrate
+	$(UV) run honcho start -f Procfile
+
+.PHONY: lint
+lint: install ## ruff and mypy
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy libs/conveyor-core/src services/api/src services/worker-ml/src \
+		services/worker-cmd/src services/worker-data/src
+
+.PHONY: format
+format: install ## Apply ruff's fixes and formatting
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+.PHONY: test
+test: install lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
+	$(UV) run pytest $(PYTEST_ARGS)
+
+-include deploy/deploy.mk

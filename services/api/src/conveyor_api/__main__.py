@@ -1,0 +1,3 @@
+from conveyor_api.cli import main
+
+main()

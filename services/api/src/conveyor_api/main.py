@@ -1,0 +1,64 @@
+"""The gateway application: wiring only; the work is in routes/ and service.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from conveyor_core.artifacts import ArtifactStore
+from conveyor_core.jobs import JOB_TYPES
+from conveyor_core.settings import Settings, get_settings
+from conveyor_core.store.engine import make_async_engine
+from conveyor_core.store.migrate import upgrade_to_head
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from conveyor_api.errors import install_error_handlers
+from conveyor_api.limits import BodySizeLimit
+from conveyor_api.publisher import JobPublisher
+from conveyor_api.routes import compat, health, jobs
+from conveyor_api.service import JobService
+
+log = logging.getLogger("conveyor.api")
+
+DESCRIPTION = """
+Submit long-running jobs, poll their state, fetch their results.
+
+Job types: `ml.train` (scikit-learn), `cmd.run` (catalog commands, no shell),
+`data.transform` (declarative polars pipelines). A `202` means the job is durably queued.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            upgrade_to_head(settings.database_url.get_secret_value())
+        engine = make_async_engine(settings.database_url.get_secret_value())
+        publisher = JobPublisher(
+            settings.broker_url.get_secret_value(),
+            list(JOB_TYPES.values()),
+            settings.publish_timeout_s,
+        )
+        await publisher.start()
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.publisher = publisher
+        app.state.artifacts = ArtifactStore(settings.artifact_root)
+        app.state.jobs = JobService(async_sessionmaker(engine, expire_on_commit=False), publisher)
+        try:
+            yield
+        finally:
+            await publisher.close()
+            await engine.dispose()
+
+    app = FastAPI(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    app.include_router(compat.router)
+    return app

@@ -1,0 +1,134 @@
+"""Publishes job messages to RabbitMQ, asynchronously, with publisher confirms.
+
+The gateway speaks Celery's message protocol (built by Celery itself) over aio-pika, so
+it never imports worker code and never blocks the event loop waiting for a confirm.
+A publish returns only once RabbitMQ has confirmed the persistent message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from celery import Celery
+from conveyor_core.jobs import JobType
+from conveyor_core.jobs.base import (
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE_ARGUMENTS,
+    EXCHANGE,
+    QUEUE_DELIVERY_LIMIT,
+    queue_arguments,
+)
+from kombu.serialization import dumps
+
+log = logging.getLogger("conveyor.api.publisher")
+
+
+class BrokerUnavailable(Exception):
+    """RabbitMQ did not take the message (down, unreachable, or no confirm in time)."""
+
+
+class JobPublisher:
+    def __init__(self, broker_url: str, job_types: list[JobType], confirm_timeout_s: float) -> None:
+        self._url = broker_url
+        self._job_types = job_types
+        self._confirm_timeout_s = confirm_timeout_s
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self._channel: AbstractChannel | None = None
+        self._connector: asyncio.Task[None] | None = None
+        # Only used to build protocol-v2 messages; it never connects anywhere.
+        self._protocol = Celery("conveyor-api", set_as_current=False)
+        self._origin = f"conveyor-api@{socket.gethostname()}"
+
+    async def start(self) -> None:
+        """Connect in the background: the gateway starts (not ready) while RabbitMQ is down."""
+        self._connector = asyncio.create_task(self._connect_until_up())
+
+    async def close(self) -> None:
+        if self._connector:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._connection:
+            await self._connection.close()
+
+    @property
+    def is_connected(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def _connect_until_up(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._connect()
+                log.info("connected to RabbitMQ")
+                return
+            except Exception as error:  # keep trying: the broker may still be starting
+                log.warning("RabbitMQ not reachable (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _connect(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self._url, timeout=5, client_properties={"connection_name": "conveyor-api"}
+        )
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        dead_letters = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        for job_type in self._job_types:
+            queue = await channel.declare_queue(
+                job_type.queue, durable=True, arguments=queue_arguments(QUEUE_DELIVERY_LIMIT)
+            )
+            await queue.bind(exchange, routing_key=job_type.queue)
+            dead_letter_queue = await channel.declare_queue(
+                job_type.dead_letter_queue, durable=True, arguments=DEAD_LETTER_QUEUE_ARGUMENTS
+            )
+            await dead_letter_queue.bind(dead_letters, routing_key=job_type.queue)
+        self._connection, self._channel, self._exchange = connection, channel, exchange
+
+    def _message(self, job_type: JobType, job_id: uuid.UUID) -> aio_pika.Message:
+        task_id = str(job_id)
+        task = self._protocol.amqp.as_task_v2(
+            task_id, job_type.task_name, args=(), kwargs={"job_id": task_id}, origin=self._origin
+        )
+        content_type, encoding, body = dumps(task.body, serializer="json")
+        return aio_pika.Message(
+            body=body.encode() if isinstance(body, str) else body,
+            content_type=content_type,
+            content_encoding=encoding,
+            headers=task.headers,
+            correlation_id=task_id,
+            message_id=task_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+
+    async def publish(self, job_type: JobType, job_id: uuid.UUID) -> None:
+        """Return once RabbitMQ confirmed the message; raise BrokerUnavailable otherwise."""
+        if not self.is_connected or self._exchange is None:
+            raise BrokerUnavailable("RabbitMQ is not reachable")
+        message = self._message(job_type, job_id)
+        try:
+            async with asyncio.timeout(self._confirm_timeout_s):
+                # mandatory: a message no queue would take is returned as an error, not dropped
+                await self._exchange.publish(message, routing_key=job_type.queue, mandatory=True)
+        except TimeoutError as error:
+            raise BrokerUnavailable(
+                f"RabbitMQ did not confirm the message within {self._confirm_timeout_s}s"
+            ) from error
+        except Exception as error:
+            raise BrokerUnavailable(f"RabbitMQ refused the message: {error}") from error

@@ -1,0 +1,165 @@
+"""`/v1/jobs`: submit, inspect, list and cancel jobs, and download their artifacts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from conveyor_core.artifacts import ARTIFACT_NAME_PATTERN, job_artifact_path
+from conveyor_core.jobs import JOB_TYPES
+from conveyor_core.states import JobState
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Response, status
+from fastapi.responses import FileResponse, StreamingResponse
+
+from conveyor_api.deps import ArtifactsDep, JobsDep, SettingsDep
+from conveyor_api.schemas import (
+    SUBMISSION_EXAMPLES,
+    JobAccepted,
+    JobPage,
+    JobSubmission,
+    JobTypeInfo,
+    JobView,
+    Problem,
+)
+from conveyor_api.service import CancelOutcome
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+JobTypeName = Annotated[
+    str, Query(pattern="|".join(rf"^{n}$" for n in JOB_TYPES).replace(".", r"\."))
+]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such job"}}
+
+
+def _not_found(job_id: uuid.UUID) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    responses={
+        403: {"model": Problem, "description": "Refused by policy (e.g. command not in catalog)"},
+        409: {"model": Problem, "description": "Idempotency-Key reused with another request"},
+        503: {"model": Problem, "description": "Broker or job store unavailable; nothing queued"},
+    },
+)
+async def submit_job(
+    submission: Annotated[JobSubmission, Body(openapi_examples=SUBMISSION_EXAMPLES)],
+    response: Response,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobAccepted:
+    """Queue a job. A 202 means the job row is committed and RabbitMQ confirmed the message."""
+    job_type = JOB_TYPES[submission.type]
+    job_type.check_admission(submission.params, settings)
+    params = job_type.params_adapter.dump_python(submission.params, mode="json")
+    submitted = await jobs.submit(job_type, params, idempotency_key=idempotency_key)
+    job = submitted.job
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobAccepted(
+        id=job.id, type=job.type, state=JobState(job.state), created_at=job.created_at
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
+async def get_job(job_id: uuid.UUID, jobs: JobsDep) -> JobView:
+    job = await jobs.get(job_id)
+    if job is None:
+        raise _not_found(job_id)
+    return JobView.model_validate(job)
+
+
+@router.get("/jobs", response_model=JobPage)
+async def list_jobs(
+    jobs: JobsDep,
+    type: JobTypeName | None = None,
+    state: JobState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JobPage:
+    """Jobs newest first. Follow `next_cursor` for older pages."""
+    items, next_cursor = await jobs.list(type_name=type, state=state, limit=limit, cursor=cursor)
+    return JobPage(items=[JobView.model_validate(job) for job in items], next_cursor=next_cursor)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobView,
+    responses={
+        200: {"description": "The job was queued and is now cancelled; it will never start"},
+        202: {"description": "The job is running; its worker is stopping it"},
+        409: {"model": Problem, "description": "The job already finished"},
+        **NOT_FOUND,
+    },
+)
+async def cancel_job(job_id: uuid.UUID, jobs: JobsDep, response: Response) -> JobView:
+    outcome, job = await jobs.cancel(job_id)
+    if outcome is CancelOutcome.NOT_FOUND or job is None:
+        raise _not_found(job_id)
+    if outcome is CancelOutcome.ALREADY_FINAL:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"job {job_id} already finished ({job.state}); nothing to cancel",
+        )
+    if outcome is CancelOutcome.REQUESTED:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return JobView.model_validate(job)
+
+
+@router.get(
+    "/jobs/{job_id}/artifacts/{name}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND},
+)
+async def download_artifact(
+    job_id: uuid.UUID,
+    name: Annotated[str, Path(pattern=ARTIFACT_NAME_PATTERN)],
+    jobs: JobsDep,
+    artifacts: ArtifactsDep,
+) -> Response:
+    """Download a file the job produced (e.g. `model.skops`, `output.parquet`)."""
+    job = await jobs.get(job_id)
+    if job is None:
+        raise _not_found(job_id)
+    if name not in job.artifacts:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"job {job_id} has no artifact {name!r}; it has {job.artifacts}",
+        )
+    path = job_artifact_path(job_id, name)
+    if artifacts.is_local:
+        return FileResponse(
+            artifacts.url(path), filename=name, media_type="application/octet-stream"
+        )
+
+    def chunks() -> Iterator[bytes]:
+        with artifacts.open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/job-types", response_model=list[JobTypeInfo], tags=["job types"])
+async def list_job_types() -> list[JobTypeInfo]:
+    """Every job type with its params JSON Schema and an example."""
+    return [
+        JobTypeInfo(
+            name=t.name,
+            summary=t.summary,
+            queue=t.queue,
+            params_schema=t.params_adapter.json_schema(),
+            example=t.example,
+        )
+        for t in JOB_TYPES.values()
+    ]

@@ -1,0 +1,204 @@
+"""Job operations behind the routes: submit, look up, list, cancel."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from conveyor_core.jobs import JobType
+from conveyor_core.states import JobState
+from conveyor_core.store import Job, utcnow
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from conveyor_api.publisher import JobPublisher
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    replayed: bool
+
+
+def request_fingerprint(job_type: JobType, params: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"type": job_type.name, "params": params}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|")
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidCursor("cursor is not one this API returned") from error
+
+
+class CancelOutcome(Enum):
+    CANCELLED = "cancelled"  # was queued: it will never start
+    REQUESTED = "requested"  # is running: its worker stops it
+    ALREADY_FINAL = "already_final"
+    NOT_FOUND = "not_found"
+
+
+class JobService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], publisher: JobPublisher) -> None:
+        self.sessions = sessions
+        self.publisher = publisher
+
+    async def submit(
+        self,
+        job_type: JobType,
+        params: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        origin: str = "v1",
+        owner: str = "",
+    ) -> Submitted:
+        """Commit the job row, then publish; a failed publish removes the row again.
+
+        So a 202 means both the row and a confirmed persistent message exist, and a 503
+        leaves nothing behind that claims to be queued.
+        """
+        fingerprint = request_fingerprint(job_type, params)
+        if idempotency_key is not None:
+            previous = await self._find_by_key(owner, idempotency_key)
+            if previous is not None:
+                return self._replay(previous, fingerprint)
+        job = Job(
+            id=uuid.uuid4(),
+            type=job_type.name,
+            state=JobState.QUEUED,
+            params=params,
+            progress=0.0,
+            attempts=0,
+            cancel_requested=False,
+            artifacts=[],
+            owner=owner,
+            origin=origin,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            created_at=utcnow(),
+        )
+        job.updated_at = job.created_at
+        try:
+            async with self.sessions.begin() as session:
+                session.add(job)
+        except IntegrityError:
+            # Another request with the same key won the race; answer with its job.
+            assert idempotency_key is not None
+            previous = await self._find_by_key(owner, idempotency_key)
+            if previous is None:
+                raise
+            return self._replay(previous, fingerprint)
+        try:
+            await self.publisher.publish(job_type, job.id)
+        except BaseException:
+            async with self.sessions.begin() as session:
+                await session.execute(delete(Job).where(Job.id == job.id))
+            raise
+        return Submitted(job=job, replayed=False)
+
+    @staticmethod
+    def _replay(previous: Job, fingerprint: str) -> Submitted:
+        if previous.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used for a different request"
+            )
+        return Submitted(job=previous, replayed=True)
+
+    async def _find_by_key(self, owner: str, key: str) -> Job | None:
+        async with self.sessions() as session:
+            found: Job | None = await session.scalar(
+                select(Job).where(Job.owner == owner, Job.idempotency_key == key)
+            )
+            return found
+
+    async def get(self, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
+        async with self.sessions() as session:
+            job = await session.get(Job, job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            return None
+        return job
+
+    async def list(
+        self,
+        *,
+        type_name: str | None,
+        state: JobState | None,
+        limit: int,
+        cursor: str | None,
+        owner: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first, keyset-paginated on (created_at, id): stable under inserts."""
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        if type_name is not None:
+            query = query.where(Job.type == type_name)
+        if state is not None:
+            query = query.where(Job.state == state)
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        if cursor is not None:
+            created_at, job_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)
+                )
+            )
+        async with self.sessions() as session:
+            jobs = list((await session.scalars(query)).all())
+        if len(jobs) > limit:
+            return jobs[:limit], encode_cursor(jobs[limit - 1])
+        return jobs, None
+
+    async def cancel(
+        self, job_id: uuid.UUID, owner: str | None = None
+    ) -> tuple[CancelOutcome, Job | None]:
+        job = await self.get(job_id, owner)
+        if job is None:
+            return CancelOutcome.NOT_FOUND, None
+        now = utcnow()
+        async with self.sessions.begin() as session:
+            queued = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                .values(
+                    state=JobState.CANCELLED,
+                    cancel_requested=True,
+                    finished_at=now,
+                    updated_at=now,
+                    error="cancelled by request",
+                )
+            )
+            outcome = CancelOutcome.CANCELLED
+            if queued.rowcount == 0:  # type: ignore[attr-defined]
+                running = await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.RUNNING)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+                rowcount = running.rowcount  # type: ignore[attr-defined]
+                outcome = CancelOutcome.REQUESTED if rowcount else CancelOutcome.ALREADY_FINAL
+        return outcome, await self.get(job_id, owner)
