@@ -114,8 +114,9 @@ class Settings(BaseSettings):
 
     # --- observability
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_host: str = Field(default="127.0.0.1", description="Worker probe server address.")
     metrics_port: int = Field(
-        default=0, description="Worker /metrics port; 0 picks none (set per worker)."
+        default=0, description="Worker /healthz and /metrics port; 0 turns the server off."
     )
 
     @property

@@ -2,6 +2,7 @@
 
 from conveyor_core.jobs import DATA_TRANSFORM
 from conveyor_core.worker import run_worker
+
 from conveyor_worker_data.job import run
 
 

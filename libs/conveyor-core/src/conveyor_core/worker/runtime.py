@@ -32,6 +32,7 @@ from conveyor_core.states import JobState
 from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.worker_ops import WorkerJobStore
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
+from conveyor_core.worker.probe import start_probe_server
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
@@ -271,6 +272,8 @@ def run_worker(job_type: JobType, implementation: Implementation, short_name: st
     settings = get_settings()
     configure_logging(settings.log_level)
     app = build_worker_app(job_type, implementation, settings)
+    if settings.metrics_port:
+        start_probe_server(settings.metrics_host, settings.metrics_port)
     app.worker_main(
         [
             "worker",
