@@ -65,6 +65,12 @@ class Settings(BaseSettings):
 
     # --- workers
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
+    worker_max_jobs: int = Field(
+        default=0,
+        ge=0,
+        description="Stop the worker after a pool process ran this many jobs (0: never). "
+        "For KEDA ScaledJob pods, with concurrency 1: one job, then exit.",
+    )
     heartbeat_interval_s: float = Field(
         default=1.0,
         gt=0,
@@ -113,7 +119,9 @@ class Settings(BaseSettings):
     )
 
     # --- observability
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of every service."
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Worker probe server address.")
     metrics_port: int = Field(
         default=0, description="Worker /healthz and /metrics port; 0 turns the server off."

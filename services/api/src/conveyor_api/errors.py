@@ -5,20 +5,43 @@ from __future__ import annotations
 import logging
 
 from conveyor_core.jobs import AdmissionDenied
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from conveyor_api.metrics import SUBMISSIONS_REJECTED, is_submission
 from conveyor_api.publisher import BrokerUnavailable
 from conveyor_api.service import IdempotencyConflict, InvalidCursor
 
 log = logging.getLogger("conveyor.api")
 
 
+def _count_rejection(request: Request, reason: str) -> None:
+    if is_submission(request.scope):
+        SUBMISSIONS_REJECTED.labels(reason).inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        _count_rejection(request, "validation")
+        return await request_validation_exception_handler(request, error)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 422:
+            _count_rejection(request, "validation")
+        return await http_exception_handler(request, error)
+
     @app.exception_handler(BrokerUnavailable)
-    async def broker_unavailable(_: Request, error: BrokerUnavailable) -> JSONResponse:
+    async def broker_unavailable(request: Request, error: BrokerUnavailable) -> JSONResponse:
+        _count_rejection(request, "broker_unavailable")
         log.warning("submission refused: %s", error)
         return JSONResponse(
             status_code=503,
@@ -30,7 +53,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
-    async def store_unavailable(_: Request, error: Exception) -> JSONResponse:
+    async def store_unavailable(request: Request, error: Exception) -> JSONResponse:
+        _count_rejection(request, "store_unavailable")
         log.warning("job store unavailable: %s", error)
         return JSONResponse(
             status_code=503,
@@ -39,11 +63,13 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(AdmissionDenied)
-    async def admission_denied(_: Request, error: AdmissionDenied) -> JSONResponse:
+    async def admission_denied(request: Request, error: AdmissionDenied) -> JSONResponse:
+        _count_rejection(request, "forbidden" if error.status_code == 403 else "limit")
         return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
 
     @app.exception_handler(IdempotencyConflict)
-    async def idempotency_conflict(_: Request, error: IdempotencyConflict) -> JSONResponse:
+    async def idempotency_conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:
+        _count_rejection(request, "idempotency_conflict")
         return JSONResponse(status_code=409, content={"detail": str(error)})
 
     @app.exception_handler(InvalidCursor)

@@ -6,6 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conveyor_api.metrics import SUBMISSIONS_REJECTED, is_submission
+
 
 class BodySizeLimit:
     """Answer 413 once a body passes `max_bytes`, whether or not Content-Length was sent."""
@@ -20,7 +22,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         received = 0
 
@@ -35,9 +37,11 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        if is_submission(scope):
+            SUBMISSIONS_REJECTED.labels("limit").inc()
         body = json.dumps({"detail": f"request body exceeds {self.max_bytes} bytes"}).encode()
         await send(
             {

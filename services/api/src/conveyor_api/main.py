@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 
 from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import JOB_TYPES
+from conveyor_core.metrics import exposition
 from conveyor_core.settings import Settings, get_settings
 from conveyor_core.store.engine import make_async_engine
 from conveyor_core.store.migrate import upgrade_to_head
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conveyor_api.errors import install_error_handlers
 from conveyor_api.limits import BodySizeLimit
+from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.routes import compat, health, jobs
 from conveyor_api.service import JobService
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.publisher = publisher
         app.state.artifacts = ArtifactStore(settings.artifact_root)
+        BROKER_CONNECTED.set_function(lambda: float(publisher.is_connected))
         app.state.jobs = JobService(async_sessionmaker(engine, expire_on_commit=False), publisher)
         try:
             yield
@@ -57,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics)
     install_error_handlers(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(compat.router)

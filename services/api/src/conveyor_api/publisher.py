@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 
 import aio_pika
@@ -25,6 +26,8 @@ from conveyor_core.jobs.base import (
     queue_arguments,
 )
 from kombu.serialization import dumps
+
+from conveyor_api.metrics import PUBLISH_SECONDS
 
 log = logging.getLogger("conveyor.api.publisher")
 
@@ -122,6 +125,7 @@ class JobPublisher:
         if not self.is_connected or self._exchange is None:
             raise BrokerUnavailable("RabbitMQ is not reachable")
         message = self._message(job_type, job_id)
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
                 # mandatory: a message no queue would take is returned as an error, not dropped
@@ -132,3 +136,4 @@ class JobPublisher:
             ) from error
         except Exception as error:
             raise BrokerUnavailable(f"RabbitMQ refused the message: {error}") from error
+        PUBLISH_SECONDS.labels(job_type.name).observe(time.perf_counter() - started)

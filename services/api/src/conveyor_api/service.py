@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from conveyor_api.metrics import JOBS_SUBMITTED
 from conveyor_api.publisher import JobPublisher
 
 
@@ -119,6 +120,7 @@ class JobService:
             async with self.sessions.begin() as session:
                 await session.execute(delete(Job).where(Job.id == job.id))
             raise
+        JOBS_SUBMITTED.labels(job_type.name).inc()
         return Submitted(job=job, replayed=False)
 
     @staticmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select, update
@@ -22,6 +23,7 @@ class Claim:
     params: Any
     attempts: int
     cancel_requested: bool
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class WorkerJobStore:
                 updated_at=now,
                 worker=worker,
             )
-            .returning(Job.type, Job.params, Job.attempts, Job.cancel_requested)
+            .returning(Job.type, Job.params, Job.attempts, Job.cancel_requested, Job.created_at)
         )
         with self.engine.begin() as connection:
             row = connection.execute(statement).one_or_none()
@@ -59,6 +61,7 @@ class WorkerJobStore:
             params=row.params,
             attempts=row.attempts,
             cancel_requested=row.cancel_requested,
+            created_at=row.created_at,
         )
 
     def current_state(self, job_id: uuid.UUID) -> str | None:

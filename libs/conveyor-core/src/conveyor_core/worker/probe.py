@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from celery import signals
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from conveyor_core.metrics import exposition
 
 _ready = threading.Event()
 
@@ -34,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps({"status": "ok" if status == 200 else "starting"}).encode()
             self._reply(status, "application/json", body)
         elif self.path == "/metrics":
-            self._reply(200, CONTENT_TYPE_LATEST, generate_latest())
+            self._reply(200, CONTENT_TYPE_LATEST, exposition())
         else:
             self._reply(404, "text/plain", b"not found\n")
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, signals
 from celery.exceptions import Reject
+from prometheus_client.multiprocess import mark_process_dead
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -27,10 +30,13 @@ from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.celery_app import create_celery_app, declare_topology
 from conveyor_core.jobs.base import JobType
 from conveyor_core.logs import configure_logging
+from conveyor_core.metrics import enable_multiprocess
 from conveyor_core.settings import Settings, get_settings
 from conveyor_core.states import JobState
+from conveyor_core.store import utcnow
 from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.worker_ops import WorkerJobStore
+from conveyor_core.worker import metrics
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
 from conveyor_core.worker.probe import start_probe_server
 
@@ -138,6 +144,7 @@ class JobRunner:
         self.implementation = implementation
         self.settings = settings
         self.resources = _PerProcess(settings)
+        self.jobs_run = 0  # in this pool process
 
     @property
     def soft_time_limit_s(self) -> int:
@@ -159,7 +166,9 @@ class JobRunner:
                 "job %s is %s; nothing to run", job_id, store.current_state(job_id) or "unknown"
             )
             return
+        name = self.job_type.name
         if claim.attempts > self.settings.max_attempts:
+            metrics.JOBS_FAILED.labels(name).inc()
             store.finish(
                 job_id,
                 JobState.FAILED,
@@ -186,6 +195,12 @@ class JobRunner:
         except ValidationError as error:
             store.finish(job_id, JobState.FAILED, error=f"invalid params: {error}")
             return
+        metrics.JOBS_STARTED.labels(name).inc()
+        if claim.attempts == 1:
+            waited = (utcnow() - claim.created_at).total_seconds()
+            metrics.JOB_QUEUE_WAIT_SECONDS.labels(name).observe(max(waited, 0.0))
+        else:
+            metrics.JOBS_RETRIED.labels(name).inc()
         self._run(job_id, params, store)
 
     def _run(self, job_id: uuid.UUID, params: Any, store: WorkerJobStore) -> None:
@@ -194,6 +209,9 @@ class JobRunner:
         heartbeat.start()
         log.info("job %s (%s) started", job_id, self.job_type.name)
         state, result, error = JobState.FAILED, None, None
+        started = time.monotonic()
+        in_progress = metrics.JOBS_IN_PROGRESS.labels(self.job_type.name)
+        in_progress.inc()
         try:
             output = self.implementation(params, ctx)
             result = self.job_type.result.model_validate(output).model_dump(mode="json")
@@ -209,6 +227,8 @@ class JobRunner:
             error = f"{type(failure).__name__}: {failure}"
         finally:
             heartbeat.stop()
+            in_progress.dec()
+        self._count_outcome(state, time.monotonic() - started)
         _retrying(
             lambda: store.finish(
                 job_id,
@@ -222,8 +242,28 @@ class JobRunner:
         )
         log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")
 
+    def _count_outcome(self, state: JobState, run_seconds: float) -> None:
+        name = self.job_type.name
+        metrics.JOB_RUN_SECONDS.labels(name).observe(run_seconds)
+        if state is JobState.SUCCEEDED:
+            metrics.JOBS_SUCCEEDED.labels(name).inc()
+            metrics.LAST_SUCCESS.labels(name).set_to_current_time()
+        elif state is JobState.CANCELLED:
+            metrics.JOBS_CANCELLED.labels(name).inc()
+        else:
+            metrics.JOBS_FAILED.labels(name).inc()
+
+    def count_job_and_stop_when_done(self) -> None:
+        """Honour CONVEYOR_WORKER_MAX_JOBS: ask the worker for a warm shutdown once reached."""
+        self.jobs_run += 1
+        limit = self.settings.worker_max_jobs
+        if limit and self.jobs_run >= limit:
+            log.info("ran %d job(s), the configured maximum; stopping the worker", self.jobs_run)
+            os.kill(os.getppid(), signal.SIGTERM)  # the pool's parent is the worker main process
+
     def on_hard_time_limit(self, job_id: uuid.UUID) -> None:
         """Runs in the worker's main process after Celery killed the pool process."""
+        metrics.JOBS_FAILED.labels(self.job_type.name).inc()
         self.resources.store.finish(
             job_id,
             JobState.FAILED,
@@ -257,12 +297,26 @@ def build_worker_app(
         time_limit=runner.time_limit_s,
     )
     def execute(task: Task, job_id: str) -> None:
-        runner.execute(uuid.UUID(job_id), worker=task.request.hostname or "unknown")
+        try:
+            runner.execute(uuid.UUID(job_id), worker=task.request.hostname or "unknown")
+        finally:
+            runner.count_job_and_stop_when_done()
 
     @signals.worker_ready.connect(weak=False)
     def _declare_dead_letter_queue(sender: Any = None, **_: Any) -> None:
         with app.connection_for_write() as connection:
             declare_topology(connection, [job_type])
+        metrics.WORKER_UP.labels(job_type.name).set(1)
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _worker_down(**_: Any) -> None:
+        metrics.WORKER_UP.labels(job_type.name).set(0)
+
+    @signals.worker_process_shutdown.connect(weak=False)
+    def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
+        # Live gauges of a pool process that exits must not count any more.
+        if settings.metrics_port:
+            mark_process_dead(pid or os.getpid())
 
     return app
 
@@ -271,9 +325,10 @@ def run_worker(job_type: JobType, implementation: Implementation, short_name: st
     """Entry point of a worker service: consume only this job type's queue."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    app = build_worker_app(job_type, implementation, settings)
     if settings.metrics_port:
+        enable_multiprocess(Path(tempfile.mkdtemp(prefix=f"conveyor-metrics-{short_name}-")))
         start_probe_server(settings.metrics_host, settings.metrics_port)
+    app = build_worker_app(job_type, implementation, settings)
     app.worker_main(
         [
             "worker",

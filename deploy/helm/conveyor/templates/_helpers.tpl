@@ -1,0 +1,216 @@
+{{/*
+Naming and labels. Every object carries the app.kubernetes.io/* set; selectors use
+the stable subset (name, instance, component).
+*/}}
+
+{{- define "conveyor.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "conveyor.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. Call with (dict "root" $ "component" "api"). */}}
+{{- define "conveyor.labels" -}}
+helm.sh/chart: {{ include "conveyor.chart" .root }}
+{{ include "conveyor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: conveyor
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels. Call with (dict "root" $ "component" "api"). */}}
+{{- define "conveyor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "conveyor.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "conveyor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.secretName" -}}
+{{- default (printf "%s-secrets" (include "conveyor.fullname" .)) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{- define "conveyor.configMapName" -}}
+{{- printf "%s-config" (include "conveyor.fullname" .) }}
+{{- end }}
+
+{{/* Image reference. Call with (dict "root" $ "image" .Values.api.image). */}}
+{{- define "conveyor.image" -}}
+{{- $tag := default .root.Chart.AppVersion (default .root.Values.image.tag .image.tag) }}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The artifact store URL every component gets as CONVEYOR_ARTIFACT_URL. */}}
+{{- define "conveyor.artifactUrl" -}}
+{{- default .Values.artifacts.mountPath .Values.artifacts.url }}
+{{- end }}
+
+{{- define "conveyor.artifactsOnVolume" -}}
+{{- if not .Values.artifacts.url }}true{{- end }}
+{{- end }}
+
+{{- define "conveyor.artifactsClaimName" -}}
+{{- default (printf "%s-artifacts" (include "conveyor.fullname" .)) .Values.artifacts.persistence.existingClaim }}
+{{- end }}
+
+{{/* Pod-level security context shared by every pod. */}}
+{{- define "conveyor.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{/* Container-level security context shared by every container. */}}
+{{- define "conveyor.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/*
+Environment every Conveyor container gets: the two secret URLs by key (so the KEDA-only
+key of the Secret never reaches a pod), HOME/TMPDIR on the writable emptyDir, the global
+and per-component extraEnv. Call with (dict "root" $ "extraEnv" .component.extraEnv).
+*/}}
+{{- define "conveyor.secretEnv" -}}
+- name: CONVEYOR_BROKER_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "conveyor.secretName" .root }}
+      key: CONVEYOR_BROKER_URL
+- name: CONVEYOR_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "conveyor.secretName" .root }}
+      key: CONVEYOR_DATABASE_URL
+{{- end }}
+
+{{- define "conveyor.commonEnv" -}}
+- name: HOME
+  value: /tmp
+- name: TMPDIR
+  value: /tmp
+{{- with .root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with .extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes: a writable /tmp and, for a local artifact store, the shared claim. */}}
+{{- define "conveyor.volumes" -}}
+- name: tmp
+  emptyDir:
+    {{- with .Values.tmpVolume.sizeLimit }}
+    sizeLimit: {{ . }}
+    {{- end }}
+{{- if include "conveyor.artifactsOnVolume" . }}
+- name: artifacts
+  persistentVolumeClaim:
+    claimName: {{ include "conveyor.artifactsClaimName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if include "conveyor.artifactsOnVolume" . }}
+- name: artifacts
+  mountPath: {{ .Values.artifacts.mountPath }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scheduling and pod metadata: a component's own value wins over the global one.
+Call with (dict "root" $ "component" .Values.api).
+*/}}
+{{- define "conveyor.scheduling" -}}
+{{- with (default .root.Values.nodeSelector .component.nodeSelector) }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default .root.Values.tolerations .component.tolerations) }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (default .root.Values.affinity .component.affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.podAnnotations" -}}
+checksum/config: {{ include (print .root.Template.BasePath "/config/configmap.yaml") .root | sha256sum }}
+checksum/secret: {{ include (print .root.Template.BasePath "/config/secret.yaml") .root | sha256sum }}
+{{- with .root.Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- with .component.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Worker derived values. Call with (dict "root" $ "name" "ml" "worker" $worker). */}}
+{{- define "conveyor.worker.fullname" -}}
+{{- printf "%s-worker-%s" (include "conveyor.fullname" .root) .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "conveyor.worker.gracePeriod" -}}
+{{- if kindIs "invalid" .worker.terminationGracePeriodSeconds }}
+{{- add (int .worker.timeLimitSeconds) 60 }}
+{{- else }}
+{{- int .worker.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.worker.cooldownPeriod" -}}
+{{- if kindIs "invalid" .worker.keda.cooldownPeriod }}
+{{- add (include "conveyor.worker.gracePeriod" . | int) 120 }}
+{{- else }}
+{{- int .worker.keda.cooldownPeriod }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.worker.jobsPerReplica" -}}
+{{- if kindIs "invalid" .worker.keda.jobsPerReplica }}
+{{- int .worker.concurrency }}
+{{- else }}
+{{- int .worker.keda.jobsPerReplica }}
+{{- end }}
+{{- end }}
+
+{{- define "conveyor.worker.scaledJob" -}}
+{{- if and .worker.keda.enabled (eq .worker.keda.kind "ScaledJob") }}true{{- end }}
+{{- end }}

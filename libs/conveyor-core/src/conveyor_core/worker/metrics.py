@@ -1,0 +1,46 @@
+"""Worker metrics, one series per job type. Children of the prefork pool write them too."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from conveyor_core.metrics import JOB_SECONDS_BUCKETS
+
+JOBS_STARTED = Counter("conveyor_jobs_started_total", "Jobs a worker started running.", ["type"])
+JOBS_SUCCEEDED = Counter("conveyor_jobs_succeeded_total", "Jobs that ended succeeded.", ["type"])
+JOBS_FAILED = Counter("conveyor_jobs_failed_total", "Jobs that ended failed.", ["type"])
+JOBS_CANCELLED = Counter(
+    "conveyor_jobs_cancelled_total", "Running jobs that ended cancelled.", ["type"]
+)
+JOBS_RETRIED = Counter(
+    "conveyor_jobs_retried_total",
+    "Redeliveries started again after a lost worker (attempt 2 and later).",
+    ["type"],
+)
+JOB_RUN_SECONDS = Histogram(
+    "conveyor_job_run_duration_seconds",
+    "Run time of jobs, start to outcome.",
+    ["type"],
+    buckets=JOB_SECONDS_BUCKETS,
+)
+JOB_QUEUE_WAIT_SECONDS = Histogram(
+    "conveyor_job_queue_wait_seconds",
+    "Time from submission to first start.",
+    ["type"],
+    buckets=JOB_SECONDS_BUCKETS,
+)
+JOBS_IN_PROGRESS = Gauge(
+    "conveyor_jobs_in_progress", "Jobs running now.", ["type"], multiprocess_mode="livesum"
+)
+LAST_SUCCESS = Gauge(
+    "conveyor_job_last_success_timestamp_seconds",
+    "Unix time of the last job that succeeded.",
+    ["type"],
+    multiprocess_mode="max",
+)
+WORKER_UP = Gauge(
+    "conveyor_worker_up",
+    "1 while the worker consumes its queue.",
+    ["type"],
+    multiprocess_mode="livemax",
+)

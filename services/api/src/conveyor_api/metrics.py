@@ -1,0 +1,73 @@
+"""Gateway metrics: HTTP traffic by route template, submissions, rejections, publishing."""
+
+from __future__ import annotations
+
+import time
+
+from conveyor_core.metrics import REQUEST_SECONDS_BUCKETS
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "conveyor_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "conveyor_http_request_duration_seconds",
+    "Time to answer an HTTP request.",
+    ["route", "method"],
+    buckets=REQUEST_SECONDS_BUCKETS,
+)
+JOBS_SUBMITTED = Counter("conveyor_jobs_submitted_total", "Jobs accepted (202).", ["type"])
+SUBMISSIONS_REJECTED = Counter(
+    "conveyor_submissions_rejected_total",
+    "Job submissions refused, by reason (validation, forbidden, limit, broker_unavailable, "
+    "store_unavailable, idempotency_conflict, auth, rate_limited).",
+    ["reason"],
+)
+PUBLISH_SECONDS = Histogram(
+    "conveyor_publish_duration_seconds",
+    "Publish to RabbitMQ until its confirm.",
+    ["type"],
+    buckets=REQUEST_SECONDS_BUCKETS,
+)
+BROKER_CONNECTED = Gauge("conveyor_gateway_broker_connected", "1 while RabbitMQ is connected.")
+
+SUBMISSION_PATHS = {"/v1/jobs", "/train", "/execute", "/transform"}
+
+
+def is_submission(scope: Scope) -> bool:
+    return scope.get("method") == "POST" and scope.get("path") in SUBMISSION_PATHS
+
+
+def _route_template(scope: Scope) -> str:
+    # The template (/v1/jobs/{job_id}) the router matched, never the raw path: raw paths
+    # carry ids. The router leaves the matched route in the scope.
+    return str(getattr(scope.get("route"), "path", None) or "unmatched")
+
+
+class HttpMetrics:
+    """Counts and times every request by route template, method and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = _route_template(scope)
+            method = scope["method"]
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_SECONDS.labels(route, method).observe(time.perf_counter() - started)
