@@ -207,6 +207,7 @@ def base_env(workdir: Path, vhost: str, database_url: str) -> dict[str, str]:
             "CONVEYOR_HEARTBEAT_INTERVAL_S": "0.3",
             "CONVEYOR_CANCEL_GRACE_S": "3",
             "CONVEYOR_LOG_LEVEL": "INFO",
+            "CONVEYOR_AUTH_ENABLED": "false",  # tests/api/test_auth.py turns it on
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -62,6 +62,27 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, description="Largest accepted request body."
     )
+    auth_enabled: bool = Field(
+        default=True,
+        description="Require an API key (Authorization: Bearer). `make run` turns it off on "
+        "localhost; never turn it off on a reachable address.",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a verified key is trusted before it is checked again: a revoked "
+        "key stops working within this time.",
+    )
+    submit_rate_per_s: float = Field(
+        default=100.0,
+        ge=0,
+        description="Sustained submissions per second per key and gateway process (0: no "
+        "limit); beyond it, 429 with Retry-After.",
+    )
+    submit_burst: int = Field(default=200, ge=1, description="Submissions a key may burst.")
+    max_queued_per_key: int = Field(
+        default=10_000, ge=0, description="Most jobs one key may have queued (0: no limit)."
+    )
 
     # --- workers
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")

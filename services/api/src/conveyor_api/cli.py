@@ -1,4 +1,4 @@
-"""`conveyor-api`: serve the gateway, or migrate the job store."""
+"""`conveyor-api`: serve the gateway, migrate the job store, manage API keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import typer
 import uvicorn
 from conveyor_core.logs import configure_logging
 from conveyor_core.settings import get_settings
+from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.migrate import upgrade_to_head
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from conveyor_api.keys import KeyAdminError, create_key, list_keys, revoke_key
 
 cli = typer.Typer(help="Conveyor REST gateway.", no_args_is_help=True, add_completion=False)
 
@@ -37,6 +43,56 @@ def migrate() -> None:
     configure_logging(settings.log_level)
     upgrade_to_head(settings.database_url.get_secret_value())
     typer.echo("job store is at the latest schema")
+
+
+keys_cli = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+def _engine() -> Engine:
+    settings = get_settings()
+    configure_logging("WARNING")
+    upgrade_to_head(settings.database_url.get_secret_value())
+    return make_sync_engine(settings.database_url.get_secret_value())
+
+
+@keys_cli.command("create")
+def create(
+    name: str = typer.Argument(help="Who the key is for, e.g. a service name."),
+    admin: bool = typer.Option(False, help="Let the key see and cancel every job."),
+) -> None:
+    """Create a key and print its secret (shown once; only a hash is stored)."""
+    try:
+        key, secret = create_key(_engine(), name, admin)
+    except KeyAdminError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"created key {key.name!r} ({'admin' if admin else 'own jobs only'})", err=True)
+    typer.echo(secret)
+
+
+@keys_cli.command("list")
+def list_() -> None:
+    """List keys (never their secrets)."""
+    table = Table("name", "id", "admin", "created", "revoked")
+    for key in list_keys(_engine()):
+        table.add_row(
+            key.name,
+            str(key.id),
+            "yes" if key.admin else "no",
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@keys_cli.command("revoke")
+def revoke(name: str = typer.Argument(help="Name of the key to revoke.")) -> None:
+    """Revoke a key: gateways refuse it within CONVEYOR_AUTH_CACHE_TTL_S."""
+    try:
+        revoke_key(_engine(), name)
+    except KeyAdminError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"revoked key {name!r}")
 
 
 def main() -> None:

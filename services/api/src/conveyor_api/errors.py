@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from conveyor_api.metrics import SUBMISSIONS_REJECTED, is_submission
 from conveyor_api.publisher import BrokerUnavailable
-from conveyor_api.service import IdempotencyConflict, InvalidCursor
+from conveyor_api.service import IdempotencyConflict, InvalidCursor, QueueQuotaExceeded
 
 log = logging.getLogger("conveyor.api")
 
@@ -35,8 +35,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
-        if error.status_code == 422:
-            _count_rejection(request, "validation")
+        reason = {401: "auth", 422: "validation", 429: "rate_limited"}.get(error.status_code)
+        if reason:
+            _count_rejection(request, reason)
         return await http_exception_handler(request, error)
 
     @app.exception_handler(BrokerUnavailable)
@@ -71,6 +72,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def idempotency_conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:
         _count_rejection(request, "idempotency_conflict")
         return JSONResponse(status_code=409, content={"detail": str(error)})
+
+    @app.exception_handler(QueueQuotaExceeded)
+    async def queue_quota(request: Request, error: QueueQuotaExceeded) -> JSONResponse:
+        _count_rejection(request, "queue_quota")
+        return JSONResponse(
+            status_code=429, content={"detail": str(error)}, headers={"Retry-After": "30"}
+        )
 
     @app.exception_handler(InvalidCursor)
     async def invalid_cursor(_: Request, error: InvalidCursor) -> JSONResponse:

@@ -16,10 +16,12 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from conveyor_api.auth import KeyVerifier
 from conveyor_api.errors import install_error_handlers
 from conveyor_api.limits import BodySizeLimit
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
+from conveyor_api.ratelimit import TokenBuckets
 from conveyor_api.routes import compat, health, jobs
 from conveyor_api.service import JobService
 
@@ -52,7 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.publisher = publisher
         app.state.artifacts = ArtifactStore(settings.artifact_root)
         BROKER_CONNECTED.set_function(lambda: float(publisher.is_connected))
-        app.state.jobs = JobService(async_sessionmaker(engine, expire_on_commit=False), publisher)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        app.state.jobs = JobService(sessions, publisher, settings.max_queued_per_key)
+        app.state.key_verifier = KeyVerifier(sessions, settings.auth_cache_ttl_s)
+        app.state.submit_buckets = TokenBuckets(settings.submit_rate_per_s, settings.submit_burst)
+        if not settings.auth_enabled:
+            log.warning(
+                "authentication is OFF (CONVEYOR_AUTH_ENABLED=false): every caller can "
+                "see and cancel every job; use this on localhost only"
+            )
         try:
             yield
         finally:

@@ -30,6 +30,10 @@ class InvalidCursor(ValueError):
     pass
 
 
+class QueueQuotaExceeded(Exception):
+    """The caller already has as many queued jobs as it may."""
+
+
 @dataclass(frozen=True)
 class Submitted:
     job: Job
@@ -65,9 +69,15 @@ class CancelOutcome(Enum):
 
 
 class JobService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], publisher: JobPublisher) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: JobPublisher,
+        max_queued_per_owner: int = 0,
+    ) -> None:
         self.sessions = sessions
         self.publisher = publisher
+        self.max_queued_per_owner = max_queued_per_owner
 
     async def submit(
         self,
@@ -88,6 +98,7 @@ class JobService:
             previous = await self._find_by_key(owner, idempotency_key)
             if previous is not None:
                 return self._replay(previous, fingerprint)
+        await self._check_queue_quota(owner)
         job = Job(
             id=uuid.uuid4(),
             type=job_type.name,
@@ -122,6 +133,23 @@ class JobService:
             raise
         JOBS_SUBMITTED.labels(job_type.name).inc()
         return Submitted(job=job, replayed=False)
+
+    async def _check_queue_quota(self, owner: str) -> None:
+        limit = self.max_queued_per_owner
+        if not limit:
+            return
+        # Is there a limit-th queued job? Reads at most `limit` index entries, never counts all.
+        nth_queued = (
+            select(Job.id)
+            .where(Job.owner == owner, Job.state == JobState.QUEUED)
+            .offset(limit - 1)
+            .limit(1)
+        )
+        async with self.sessions() as session:
+            if await session.scalar(nth_queued) is not None:
+                raise QueueQuotaExceeded(
+                    f"{limit} jobs of this key are already queued; wait for some to start"
+                )
 
     @staticmethod
     def _replay(previous: Job, fingerprint: str) -> Submitted:

@@ -72,4 +72,18 @@ class Job(Base):
         Index("ix_jobs_type_state_created", "type", "state", "created_at"),
         Index("ix_jobs_state_heartbeat", "state", "heartbeat_at"),
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+        Index("ix_jobs_owner_state", "owner", "state"),
     )
+
+
+class ApiKey(Base):
+    """A caller's credential. Only a SHA-256 of the secret is kept; the secret is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

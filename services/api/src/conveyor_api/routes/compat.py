@@ -16,7 +16,9 @@ from conveyor_core.store import Job
 from fastapi import APIRouter, Body, HTTPException, Query, status
 from pydantic import BaseModel, Field, ValidationError
 
+from conveyor_api.auth import Principal, PrincipalDep
 from conveyor_api.deps import JobsDep, SettingsDep
+from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import Problem
 
 router = APIRouter(tags=["compatibility (blog pattern)"])
@@ -48,7 +50,12 @@ class ValueRow(BaseModel):
 
 
 async def _submit(
-    jobs: JobsDep, settings: SettingsDep, job_type: JobType, raw_params: dict[str, Any], origin: str
+    jobs: JobsDep,
+    settings: SettingsDep,
+    caller: Principal,
+    job_type: JobType,
+    raw_params: dict[str, Any],
+    origin: str,
 ) -> TaskSubmitted:
     try:
         params = job_type.parse_params(raw_params)
@@ -58,16 +65,17 @@ async def _submit(
         ) from error
     job_type.check_admission(params, settings)
     dumped = job_type.params_adapter.dump_python(params, mode="json")
-    submitted = await jobs.submit(job_type, dumped, origin=origin)
+    submitted = await jobs.submit(job_type, dumped, origin=origin, owner=caller.owner)
     return TaskSubmitted(task_id=submitted.job.id)
 
 
 @router.post("/train", response_model=TaskSubmitted)
-async def train(jobs: JobsDep, settings: SettingsDep) -> TaskSubmitted:
+async def train(jobs: JobsDep, settings: SettingsDep, caller: SubmitterDep) -> TaskSubmitted:
     """Train the default model (logistic regression on iris)."""
     return await _submit(
         jobs,
         settings,
+        caller,
         ML_TRAIN,
         {"dataset": "iris", "model": "logistic_regression"},
         "compat.train",
@@ -82,6 +90,7 @@ async def train(jobs: JobsDep, settings: SettingsDep) -> TaskSubmitted:
 async def execute(
     jobs: JobsDep,
     settings: SettingsDep,
+    caller: SubmitterDep,
     command: Annotated[str, Query(min_length=1, max_length=4096)],
 ) -> TaskSubmitted:
     """Run a catalog command. The string is split like a shell would, but no shell runs it."""
@@ -100,7 +109,7 @@ async def execute(
             f"(allowed: {allowed})"
         )
     return await _submit(
-        jobs, settings, CMD_RUN, {"command": argv[0], "args": argv[1:]}, "compat.execute"
+        jobs, settings, caller, CMD_RUN, {"command": argv[0], "args": argv[1:]}, "compat.execute"
     )
 
 
@@ -108,6 +117,7 @@ async def execute(
 async def transform(
     jobs: JobsDep,
     settings: SettingsDep,
+    caller: SubmitterDep,
     data: Annotated[list[ValueRow] | None, Body(max_length=10_000)] = None,
 ) -> TaskSubmitted:
     """Double each `value` (the sample [10, 20, 30] when no body is sent)."""
@@ -120,19 +130,19 @@ async def transform(
         ],
         "output": "inline",
     }
-    return await _submit(jobs, settings, DATA_TRANSFORM, params, "compat.transform")
+    return await _submit(jobs, settings, caller, DATA_TRANSFORM, params, "compat.transform")
 
 
-async def _job_or_404(jobs: JobsDep, task_id: uuid.UUID) -> Job:
-    job = await jobs.get(task_id)
+async def _job_or_404(jobs: JobsDep, caller: Principal, task_id: uuid.UUID) -> Job:
+    job = await jobs.get(task_id, caller.owner_filter)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"task {task_id} not found")
     return job
 
 
 @router.get("/status/{task_id}", response_model=TaskStatus, responses={404: {"model": Problem}})
-async def task_status(task_id: uuid.UUID, jobs: JobsDep) -> TaskStatus:
-    job = await _job_or_404(jobs, task_id)
+async def task_status(task_id: uuid.UUID, jobs: JobsDep, caller: PrincipalDep) -> TaskStatus:
+    job = await _job_or_404(jobs, caller, task_id)
     return TaskStatus(status=CELERY_STATUS[JobState(job.state)])
 
 
@@ -150,6 +160,6 @@ def _compat_result(job: Job) -> Any:
 
 
 @router.get("/result/{task_id}", response_model=TaskResult, responses={404: {"model": Problem}})
-async def task_result(task_id: uuid.UUID, jobs: JobsDep) -> TaskResult:
-    job = await _job_or_404(jobs, task_id)
+async def task_result(task_id: uuid.UUID, jobs: JobsDep, caller: PrincipalDep) -> TaskResult:
+    job = await _job_or_404(jobs, caller, task_id)
     return TaskResult(result=_compat_result(job))

@@ -12,7 +12,9 @@ from conveyor_core.states import JobState
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 
+from conveyor_api.auth import PrincipalDep
 from conveyor_api.deps import ArtifactsDep, JobsDep, SettingsDep
+from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import (
     SUBMISSION_EXAMPLES,
     JobAccepted,
@@ -51,13 +53,16 @@ async def submit_job(
     response: Response,
     jobs: JobsDep,
     settings: SettingsDep,
+    caller: SubmitterDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobAccepted:
     """Queue a job. A 202 means the job row is committed and RabbitMQ confirmed the message."""
     job_type = JOB_TYPES[submission.type]
     job_type.check_admission(submission.params, settings)
     params = job_type.params_adapter.dump_python(submission.params, mode="json")
-    submitted = await jobs.submit(job_type, params, idempotency_key=idempotency_key)
+    submitted = await jobs.submit(
+        job_type, params, idempotency_key=idempotency_key, owner=caller.owner
+    )
     job = submitted.job
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if submitted.replayed:
@@ -68,8 +73,8 @@ async def submit_job(
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
-async def get_job(job_id: uuid.UUID, jobs: JobsDep) -> JobView:
-    job = await jobs.get(job_id)
+async def get_job(job_id: uuid.UUID, jobs: JobsDep, caller: PrincipalDep) -> JobView:
+    job = await jobs.get(job_id, caller.owner_filter)
     if job is None:
         raise _not_found(job_id)
     return JobView.model_validate(job)
@@ -78,13 +83,16 @@ async def get_job(job_id: uuid.UUID, jobs: JobsDep) -> JobView:
 @router.get("/jobs", response_model=JobPage)
 async def list_jobs(
     jobs: JobsDep,
+    caller: PrincipalDep,
     type: JobTypeName | None = None,
     state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobPage:
     """Jobs newest first. Follow `next_cursor` for older pages."""
-    items, next_cursor = await jobs.list(type_name=type, state=state, limit=limit, cursor=cursor)
+    items, next_cursor = await jobs.list(
+        type_name=type, state=state, limit=limit, cursor=cursor, owner=caller.owner_filter
+    )
     return JobPage(items=[JobView.model_validate(job) for job in items], next_cursor=next_cursor)
 
 
@@ -98,8 +106,10 @@ async def list_jobs(
         **NOT_FOUND,
     },
 )
-async def cancel_job(job_id: uuid.UUID, jobs: JobsDep, response: Response) -> JobView:
-    outcome, job = await jobs.cancel(job_id)
+async def cancel_job(
+    job_id: uuid.UUID, jobs: JobsDep, caller: PrincipalDep, response: Response
+) -> JobView:
+    outcome, job = await jobs.cancel(job_id, caller.owner_filter)
     if outcome is CancelOutcome.NOT_FOUND or job is None:
         raise _not_found(job_id)
     if outcome is CancelOutcome.ALREADY_FINAL:
@@ -122,9 +132,10 @@ async def download_artifact(
     name: Annotated[str, Path(pattern=ARTIFACT_NAME_PATTERN)],
     jobs: JobsDep,
     artifacts: ArtifactsDep,
+    caller: PrincipalDep,
 ) -> Response:
     """Download a file the job produced (e.g. `model.skops`, `output.parquet`)."""
-    job = await jobs.get(job_id)
+    job = await jobs.get(job_id, caller.owner_filter)
     if job is None:
         raise _not_found(job_id)
     if name not in job.artifacts:

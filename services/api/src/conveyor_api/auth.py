@@ -1,0 +1,99 @@
+"""API keys: `Authorization: Bearer cnv_...`, hashed at rest, each job owned by its key.
+
+A key sees and cancels only its own jobs (another key's job is a 404, as if it did not
+exist); an admin key sees all. With CONVEYOR_AUTH_ENABLED=false (local use only) every
+caller is the same anonymous admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from conveyor_core.store import ApiKey
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+KEY_PREFIX = "cnv_"
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    # Keys carry 256 random bits: a plain SHA-256 cannot be brute-forced, unlike a password.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    owner: str
+    name: str
+    admin: bool
+
+    @property
+    def owner_filter(self) -> str | None:
+        """The owner to restrict queries to; None for an admin, who sees every job."""
+        return None if self.admin else self.owner
+
+
+ANONYMOUS = Principal(owner="", name="anonymous", admin=True)
+
+
+class KeyVerifier:
+    """Checks bearer secrets against the job store, remembering answers for a short TTL."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
+        self.sessions = sessions
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def verify(self, secret: str) -> Principal | None:
+        digest = hash_secret(secret)
+        cached = self._cache.get(digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        async with self.sessions() as session:
+            key = await session.scalar(
+                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            )
+        principal = Principal(owner=str(key.id), name=key.name, admin=key.admin) if key else None
+        if len(self._cache) > 10_000:  # bounded: unknown secrets must not grow it forever
+            self._cache.clear()
+        self._cache[digest] = (now, principal)
+        return principal
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `conveyor-api keys create`.")
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if not request.app.state.settings.auth_enabled:
+        return ANONYMOUS
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>'",
+            headers=challenge,
+        )
+    verifier: KeyVerifier = request.app.state.key_verifier
+    principal = await verifier.verify(credentials.credentials)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key", headers=challenge
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

@@ -1,0 +1,47 @@
+"""Per-key submission rate limit: a token bucket per key, in this gateway process."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from conveyor_api.auth import Principal, PrincipalDep
+
+
+class TokenBuckets:
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # owner -> (tokens, updated)
+
+    def take(self, owner: str) -> float:
+        """Take one token; return 0 when allowed, else the seconds until one is available."""
+        if self.rate_per_s <= 0:
+            return 0.0
+        now = time.monotonic()
+        tokens, updated = self._buckets.get(owner, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - updated) * self.rate_per_s)
+        if tokens >= 1:
+            self._buckets[owner] = (tokens - 1, now)
+            return 0.0
+        self._buckets[owner] = (tokens, now)
+        return (1 - tokens) / self.rate_per_s
+
+
+async def submitter(request: Request, principal: PrincipalDep) -> Principal:
+    """The authenticated caller, once it is within its submission rate."""
+    buckets: TokenBuckets = request.app.state.submit_buckets
+    wait_s = buckets.take(principal.owner)
+    if wait_s:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"submission rate limit of {buckets.rate_per_s:g}/s exceeded; retry later",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+    return principal
+
+
+SubmitterDep = Annotated[Principal, Depends(submitter)]

@@ -1,0 +1,123 @@
+"""API keys: hashed at rest, each job visible only to its key (or an admin), limits per key."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+from conveyor_core.store.engine import make_sync_engine
+from sqlalchemy import text
+from support.stack import VENV_BIN, Stack, running_stack
+
+ECHO = {"type": "cmd.run", "params": {"command": "echo", "args": ["hi"]}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    # No workers: submitted jobs stay queued, which the quota test needs.
+    with running_stack(
+        tmp_path_factory.mktemp("auth"),
+        "sqlite",
+        workers=(),
+        CONVEYOR_AUTH_ENABLED="true",
+        CONVEYOR_AUTH_CACHE_TTL_S="0.5",
+        CONVEYOR_SUBMIT_RATE_PER_S="0.2",
+        CONVEYOR_SUBMIT_BURST="5",
+        CONVEYOR_MAX_QUEUED_PER_KEY="3",
+    ) as running:
+        yield running
+
+
+def keys(stack: Stack, *args: str) -> str:
+    result = subprocess.run(
+        [str(VENV_BIN / "conveyor-api"), "keys", *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def as_key(stack: Stack, secret: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.base_url, timeout=30, headers={"Authorization": f"Bearer {secret}"}
+    )
+
+
+def test_requests_without_a_valid_key_are_refused(stack: Stack):
+    with stack.client() as anonymous:
+        missing = anonymous.post("/v1/jobs", json=ECHO)
+        assert missing.status_code == 401
+        assert missing.headers["WWW-Authenticate"] == "Bearer"
+        assert anonymous.get("/v1/jobs").status_code == 401
+        assert anonymous.post("/transform").status_code == 401
+        wrong = anonymous.get("/v1/jobs", headers={"Authorization": "Bearer cnv_nope"})
+        assert wrong.status_code == 401
+        assert anonymous.get("/healthz").status_code == 200  # probes need no key
+
+
+def test_a_key_sees_only_its_own_jobs_and_an_admin_sees_all(stack: Stack):
+    alice, bob = keys(stack, "create", "alice"), keys(stack, "create", "bob")
+    root = keys(stack, "create", "root", "--admin")
+    with (
+        as_key(stack, alice) as as_alice,
+        as_key(stack, bob) as as_bob,
+        as_key(stack, root) as as_root,
+    ):
+        job_id = as_alice.post("/v1/jobs", json=ECHO).json()["id"]
+        compat_id = as_alice.post("/execute", params={"command": "echo hi"}).json()["task_id"]
+        assert as_alice.get(f"/v1/jobs/{job_id}").status_code == 200
+        for path in (
+            f"/v1/jobs/{job_id}",
+            f"/status/{compat_id}",
+            f"/result/{compat_id}",
+            f"/v1/jobs/{job_id}/artifacts/model.skops",
+        ):
+            assert as_bob.get(path).status_code == 404, path
+        assert as_bob.post(f"/v1/jobs/{job_id}/cancel").status_code == 404
+        assert as_bob.get("/v1/jobs").json()["items"] == []
+        mine = {item["id"] for item in as_alice.get("/v1/jobs").json()["items"]}
+        assert mine == {job_id, compat_id}
+        assert as_root.get(f"/v1/jobs/{job_id}").status_code == 200
+        assert job_id in {item["id"] for item in as_root.get("/v1/jobs").json()["items"]}
+
+
+def test_keys_are_hashed_at_rest_and_revocation_takes_effect(stack: Stack):
+    secret = keys(stack, "create", "carol")
+    engine = make_sync_engine(stack.env["CONVEYOR_DATABASE_URL"])
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM api_keys")).all()
+    assert rows and not any(secret in str(value) for row in rows for value in row)
+    with as_key(stack, secret) as as_carol:
+        assert as_carol.get("/v1/jobs").status_code == 200
+        keys(stack, "revoke", "carol")
+        time.sleep(0.6)  # CONVEYOR_AUTH_CACHE_TTL_S
+        assert as_carol.get("/v1/jobs").status_code == 401
+
+
+def test_rate_limit_answers_429_with_retry_after(stack: Stack):
+    secret = keys(stack, "create", f"rate-{uuid.uuid4().hex[:6]}")
+    with as_key(stack, secret) as client:
+        responses = [
+            client.post("/execute", params={"command": "echo 'unbalanced"}) for _ in range(6)
+        ]
+    # Every submission takes a token, even one refused later for bad input.
+    assert [r.status_code for r in responses[:5]] == [422] * 5
+    assert responses[5].status_code == 429
+    assert "rate limit" in responses[5].json()["detail"]
+    assert int(responses[5].headers["Retry-After"]) >= 1
+
+
+def test_queued_jobs_per_key_are_capped(stack: Stack):
+    secret = keys(stack, "create", f"quota-{uuid.uuid4().hex[:6]}")
+    with as_key(stack, secret) as client:
+        accepted = [client.post("/v1/jobs", json=ECHO).status_code for _ in range(3)]
+        refused = client.post("/v1/jobs", json=ECHO)
+    assert accepted == [202, 202, 202]
+    assert refused.status_code == 429
+    assert "already queued" in refused.json()["detail"]
