@@ -39,4 +39,8 @@ format: install ## Apply ruff's fixes and formatting
 test: install tools lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
 	$(UV) run pytest $(PYTEST_ARGS)
 
+.PHONY: settings-table
+settings-table: install ## Print the README's settings table from the Settings model
+	@$(UV) run python -m conveyor_core.settings
+
 include deploy/deploy.mk

@@ -55,9 +55,10 @@ def _queued_job(store: WorkerJobStore) -> uuid.UUID:
 def test_claim_counts_attempts_and_a_finished_job_is_never_claimed_again(store):
     job_id = _queued_job(store)
     assert store.claim(job_id, "w1").attempts == 1
-    assert store.claim(job_id, "w2").attempts == 2  # redelivery after a lost worker
+    assert store.claim(job_id, "dup") is None  # a duplicate first delivery: not while running
+    assert store.claim(job_id, "w2", redelivered=True).attempts == 2  # after a lost worker
     assert store.finish(job_id, JobState.SUCCEEDED, result={"ok": True}, progress=1.0)
-    assert store.claim(job_id, "w3") is None
+    assert store.claim(job_id, "w3", redelivered=True) is None
     assert not store.finish(job_id, JobState.FAILED, error="late duplicate")
     assert store.current_state(job_id) == "succeeded"
 

@@ -86,6 +86,8 @@ def create_celery_app(settings: Settings, job_types: Iterable[JobType]) -> Celer
         task_default_queue=types[0].queue if types else "conveyor.default",
         task_default_exchange=EXCHANGE,
         task_default_delivery_mode="persistent",
-        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # A lost connection gives the job's message back to RabbitMQ, which redelivers it:
+        # stop the running copy rather than let two run at once.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     return app

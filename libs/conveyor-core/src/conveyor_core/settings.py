@@ -84,6 +84,22 @@ class Settings(BaseSettings):
         default=10_000, ge=0, description="Most jobs one key may have queued (0: no limit)."
     )
 
+    maintenance_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the gateway repairs undispatched and stale jobs."
+    )
+    undispatched_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A queued job whose message was never confirmed (gateway died mid-submit) "
+        "is published again after this long.",
+    )
+    stale_job_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A running job without a heartbeat for this long is failed (its worker is "
+        "gone and its message will not come back).",
+    )
+
     # --- workers
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
     worker_max_jobs: int = Field(
@@ -159,3 +175,18 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_table() -> str:
+    """The README's settings table, generated so the two cannot drift (`make settings-table`)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "see below" if field.default_factory is not None else field.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        rows.append(f"| `CONVEYOR_{name.upper()}` | `{default}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

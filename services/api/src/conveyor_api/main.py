@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from conveyor_api.auth import KeyVerifier
 from conveyor_api.errors import install_error_handlers
 from conveyor_api.limits import BodySizeLimit
+from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
@@ -63,9 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authentication is OFF (CONVEYOR_AUTH_ENABLED=false): every caller can "
                 "see and cancel every job; use this on localhost only"
             )
+        repairs = asyncio.create_task(Maintenance(sessions, publisher, settings).run_forever())
         try:
             yield
         finally:
+            repairs.cancel()
             await publisher.close()
             await engine.dispose()
 

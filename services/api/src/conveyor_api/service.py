@@ -131,8 +131,17 @@ class JobService:
             async with self.sessions.begin() as session:
                 await session.execute(delete(Job).where(Job.id == job.id))
             raise
+        await self._mark_dispatched(job.id)
         JOBS_SUBMITTED.labels(job_type.name).inc()
         return Submitted(job=job, replayed=False)
+
+    async def _mark_dispatched(self, job_id: uuid.UUID) -> None:
+        # If this write is lost (the gateway dies now), the reconciler publishes the job
+        # again; the worker's claim makes the duplicate message harmless.
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(Job).where(Job.id == job_id).values(dispatched_at=utcnow())
+            )
 
     async def _check_queue_quota(self, owner: str) -> None:
         limit = self.max_queued_per_owner

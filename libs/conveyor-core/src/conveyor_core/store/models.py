@@ -66,6 +66,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set once RabbitMQ confirmed the job's message; a queued row without it is repaired.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_created", "created_at", "id"),
@@ -73,6 +75,7 @@ class Job(Base):
         Index("ix_jobs_state_heartbeat", "state", "heartbeat_at"),
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
         Index("ix_jobs_owner_state", "owner", "state"),
+        Index("ix_jobs_state_dispatched", "state", "dispatched_at"),
     )
 
 

@@ -36,12 +36,18 @@ class WorkerJobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def claim(self, job_id: uuid.UUID, worker: str) -> Claim | None:
-        """Move a queued (or redelivered running) job to running and count the attempt."""
+    def claim(self, job_id: uuid.UUID, worker: str, redelivered: bool = False) -> Claim | None:
+        """Move a queued job to running and count the attempt.
+
+        A redelivered message (its worker was lost mid-job) may also take over a job left
+        `running`; a duplicate first delivery (a republished message) may not, so one job
+        never runs twice at once.
+        """
         now = utcnow()
+        claimable = [JobState.QUEUED, JobState.RUNNING] if redelivered else [JobState.QUEUED]
         statement = (
             update(Job)
-            .where(Job.id == job_id, Job.state.in_([JobState.QUEUED, JobState.RUNNING]))
+            .where(Job.id == job_id, Job.state.in_(claimable))
             .values(
                 state=JobState.RUNNING,
                 attempts=Job.attempts + 1,

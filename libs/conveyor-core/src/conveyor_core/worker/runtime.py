@@ -154,10 +154,12 @@ class JobRunner:
     def time_limit_s(self) -> int:
         return self.settings.time_limit_s or self.job_type.time_limit_s
 
-    def execute(self, job_id: uuid.UUID, worker: str) -> None:
+    def execute(self, job_id: uuid.UUID, worker: str, redelivered: bool = False) -> None:
         store = self.resources.store
         try:
-            claim = _retrying(lambda: store.claim(job_id, worker), self.settings.store_retry_s)
+            claim = _retrying(
+                lambda: store.claim(job_id, worker, redelivered), self.settings.store_retry_s
+            )
         except SQLAlchemyError as error:
             # Give the message back rather than lose it; another delivery will try again.
             raise Reject(f"job store unavailable: {error}", requeue=True) from error
@@ -298,7 +300,12 @@ def build_worker_app(
     )
     def execute(task: Task, job_id: str) -> None:
         try:
-            runner.execute(uuid.UUID(job_id), worker=task.request.hostname or "unknown")
+            delivery = task.request.delivery_info or {}
+            runner.execute(
+                uuid.UUID(job_id),
+                worker=task.request.hostname or "unknown",
+                redelivered=bool(delivery.get("redelivered")),
+            )
         finally:
             runner.count_job_and_stop_when_done()
 

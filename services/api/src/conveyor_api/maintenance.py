@@ -1,0 +1,98 @@
+"""Background repairs the gateway runs: jobs that would otherwise wait or run forever.
+
+- A `queued` job whose message RabbitMQ never confirmed (the gateway died between
+  committing the row and the confirm) is published again.
+- A `running` job whose heartbeat stopped long ago (its worker is gone and the job store
+  could not be told) is failed with the reason.
+Both are idempotent and guarded by the state they expect, so several gateway replicas may
+run them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from conveyor_core.jobs import JOB_TYPES
+from conveyor_core.settings import Settings
+from conveyor_core.states import JobState
+from conveyor_core.store import Job, utcnow
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from conveyor_api.publisher import BrokerUnavailable, JobPublisher
+
+log = logging.getLogger("conveyor.api.maintenance")
+BATCH = 500
+
+
+class Maintenance:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: JobPublisher,
+        settings: Settings,
+    ) -> None:
+        self.sessions = sessions
+        self.publisher = publisher
+        self.settings = settings
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.maintenance_interval_s)
+            try:
+                await self.republish_undispatched()
+                await self.fail_stale_running()
+            except Exception:  # the store or broker may be down: try again next round
+                log.warning("maintenance round failed", exc_info=True)
+
+    async def republish_undispatched(self) -> int:
+        cutoff = utcnow() - timedelta(seconds=self.settings.undispatched_after_s)
+        async with self.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Job.id, Job.type)
+                    .where(
+                        Job.state == JobState.QUEUED,
+                        Job.dispatched_at.is_(None),
+                        Job.created_at < cutoff,
+                    )
+                    .limit(BATCH)
+                )
+            ).all()
+        republished = 0
+        for job_id, type_name in rows:
+            try:
+                await self.publisher.publish(JOB_TYPES[type_name], job_id)
+            except BrokerUnavailable:
+                log.warning("broker unavailable; undispatched jobs wait for the next round")
+                break
+            async with self.sessions.begin() as session:
+                await session.execute(
+                    update(Job).where(Job.id == job_id).values(dispatched_at=utcnow())
+                )
+            republished += 1
+        if republished:
+            log.warning("published %d job(s) whose message was never confirmed", republished)
+        return republished
+
+    async def fail_stale_running(self) -> int:
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff)
+                .values(
+                    state=JobState.FAILED,
+                    finished_at=now,
+                    updated_at=now,
+                    error=f"no heartbeat for {self.settings.stale_job_after_s:g} s: its worker "
+                    "stopped reporting (lost, or cut off from the job store)",
+                )
+            )
+        failed: int = result.rowcount  # type: ignore[attr-defined]
+        if failed:
+            log.warning("failed %d running job(s) without a heartbeat", failed)
+        return failed
