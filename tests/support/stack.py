@@ -128,8 +128,14 @@ class Stack:
             "api", [str(VENV_BIN / "conveyor-api"), "serve", "--port", str(self.port)], **extra_env
         )
 
-    def start_worker(self, kind: str, **extra_env: str) -> Service:
-        return self.start_service(kind, [str(VENV_BIN / f"conveyor-worker-{kind}")], **extra_env)
+    def start_worker(self, kind: str, name: str | None = None, **extra_env: str) -> Service:
+        """Start a worker; `name` (default: the kind) names its log, e.g. for a replacement."""
+        argv = [str(VENV_BIN / f"conveyor-worker-{kind}")]
+        return self.start_service(name or kind, argv, **extra_env)
+
+    def retire(self, name: str) -> Service:
+        """Forget a service that was stopped or killed on purpose (its log stays readable)."""
+        return self.services.pop(name)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
