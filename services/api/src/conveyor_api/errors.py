@@ -66,7 +66,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AdmissionDenied)
     async def admission_denied(request: Request, error: AdmissionDenied) -> JSONResponse:
         _count_rejection(request, "forbidden" if error.status_code == 403 else "limit")
-        return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
+        if error.status_code == 422:  # the documented validation-error shape
+            detail: object = [{"loc": ["body", "params"], "msg": str(error), "type": "limit"}]
+        else:
+            detail = str(error)
+        return JSONResponse(status_code=error.status_code, content={"detail": detail})
 
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:

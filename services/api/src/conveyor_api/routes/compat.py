@@ -14,6 +14,7 @@ from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, ML_TRAIN, AdmissionDenie
 from conveyor_core.states import JobState
 from conveyor_core.store import Job
 from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from conveyor_api.auth import Principal, PrincipalDep
@@ -49,6 +50,13 @@ class ValueRow(BaseModel):
     value: int | float
 
 
+def _invalid_command(message: str) -> RequestValidationError:
+    # The documented 422 shape, like every other validation error.
+    return RequestValidationError(
+        [{"loc": ("query", "command"), "msg": message, "type": "value_error"}]
+    )
+
+
 async def _submit(
     jobs: JobsDep,
     settings: SettingsDep,
@@ -60,9 +68,7 @@ async def _submit(
     try:
         params = job_type.parse_params(raw_params)
     except ValidationError as error:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error.errors(include_url=False)
-        ) from error
+        raise RequestValidationError(error.errors(include_url=False)) from error
     job_type.check_admission(params, settings)
     dumped = job_type.params_adapter.dump_python(params, mode="json")
     submitted = await jobs.submit(job_type, dumped, origin=origin, owner=caller.owner)
@@ -97,11 +103,9 @@ async def execute(
     try:
         argv = shlex.split(command)
     except ValueError as error:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"command cannot be parsed: {error}"
-        ) from error
+        raise _invalid_command(f"command cannot be parsed: {error}") from error
     if not argv:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="command is empty")
+        raise _invalid_command("command is empty")
     if argv[0] not in settings.command_catalog:
         allowed = ", ".join(sorted(settings.command_catalog))
         raise AdmissionDenied(
