@@ -36,7 +36,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(UV) run ruff format .
 
 .PHONY: test
-test: install tools lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
+test: install tools prometheus lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: settings-table
@@ -44,3 +44,4 @@ settings-table: install ## Print the README's settings table from the Settings m
 	@$(UV) run python -m conveyor_core.settings
 
 include deploy/deploy.mk
+include deploy/observability.mk

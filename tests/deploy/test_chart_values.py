@@ -117,7 +117,9 @@ def test_worker_time_limits_stay_within_the_job_type(name):
 def test_the_application_reads_the_rendered_configuration(values, monkeypatch):
     """ConfigMap and per-container values parse into Settings exactly as the chart meant."""
     objects = render([values])
-    (config_map,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    (config_map,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")
+    ]
     chart_config = yaml.safe_load(values.read_text()).get("config", {})
     for _, spec in pod_specs(objects):
         for container in spec["containers"]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from support.stack import VENV_BIN, Stack, running_stack
 
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, values
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Jobs last from milliseconds to hours: buckets up to 8 h.
 JOB_SECONDS_BUCKETS = (
@@ -72,10 +72,36 @@ def enable_multiprocess(directory: Path) -> None:
     _multiprocess_dir = directory
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for us
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _forget_dead_processes(directory: Path) -> None:
+    """Drop the live gauges (jobs in progress) of processes that died without saying so.
+
+    A pool process killed by a signal (out of memory, SIGKILL) never runs its shutdown hook,
+    so without this its in-progress job would count forever.
+    """
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            mark_process_dead(int(pid), str(directory))
+
+
 def exposition() -> bytes:
     """The text format for `/metrics`, merged across processes when multiprocess is on."""
     if _multiprocess_dir is None:
         return generate_latest(REGISTRY)
+    _forget_dead_processes(_multiprocess_dir)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(_multiprocess_dir))
     return generate_latest(registry)

@@ -186,6 +186,7 @@ class JobRunner:
             store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
             return
         if claim.type != self.job_type.name:
+            metrics.JOBS_FAILED.labels(name).inc()
             store.finish(
                 job_id,
                 JobState.FAILED,
@@ -195,6 +196,7 @@ class JobRunner:
         try:
             params = self.job_type.parse_params(claim.params)
         except ValidationError as error:
+            metrics.JOBS_FAILED.labels(name).inc()
             store.finish(job_id, JobState.FAILED, error=f"invalid params: {error}")
             return
         metrics.JOBS_STARTED.labels(name).inc()
@@ -282,6 +284,7 @@ def build_worker_app(
     settings = settings or get_settings()
     app = create_celery_app(settings, [job_type])
     app.conf.worker_consumer = "conveyor_core.worker.consumer:JobConsumer"
+    metrics.declare_series(job_type.name)
     runner = JobRunner(job_type, implementation, settings)
 
     class JobTask(Task):  # type: ignore[misc]
