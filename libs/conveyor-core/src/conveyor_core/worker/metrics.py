@@ -48,6 +48,14 @@ WORKER_UP = Gauge(
 
 def declare_series(job_type: str) -> None:
     """Create this type's series at zero, so rate() and increase() see the first event."""
-    for metric in (JOBS_STARTED, JOBS_SUCCEEDED, JOBS_FAILED, JOBS_CANCELLED, JOBS_RETRIED,
-                   JOB_RUN_SECONDS, JOB_QUEUE_WAIT_SECONDS, JOBS_IN_PROGRESS):
+    for metric in (
+        JOBS_STARTED,
+        JOBS_SUCCEEDED,
+        JOBS_FAILED,
+        JOBS_CANCELLED,
+        JOBS_RETRIED,
+        JOB_RUN_SECONDS,
+        JOB_QUEUE_WAIT_SECONDS,
+        JOBS_IN_PROGRESS,
+    ):
         metric.labels(job_type)
