@@ -27,6 +27,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         CONVEYOR_SUBMIT_RATE_PER_S="0.2",
         CONVEYOR_SUBMIT_BURST="5",
         CONVEYOR_MAX_QUEUED_PER_KEY="3",
+        CONVEYOR_MAX_UPLOAD_BYTES="10000",
     ) as running:
         yield running
 
@@ -121,3 +122,31 @@ def test_queued_jobs_per_key_are_capped(stack: Stack):
     assert accepted == [202, 202, 202]
     assert refused.status_code == 429
     assert "already queued" in refused.json()["detail"]
+
+
+def test_a_key_reads_only_its_own_files_and_job_artifacts(stack: Stack):
+    alice = keys(stack, "create", f"files-a-{uuid.uuid4().hex[:6]}")
+    bob = keys(stack, "create", f"files-b-{uuid.uuid4().hex[:6]}")
+    with as_key(stack, alice) as as_alice, as_key(stack, bob) as as_bob:
+        stored = as_alice.put("/v1/files/sales.csv", content=b"city,value\nOslo,1\n")
+        assert stored.status_code == 201, stored.text
+        path = stored.json()["path"]
+        assert path.startswith("uploads/") and path.endswith("/sales.csv")
+        transform = {"type": "data.transform", "params": {"source": path, "steps": []}}
+        assert as_alice.post("/v1/jobs", json=transform).status_code == 202
+        refused = as_bob.post("/v1/jobs", json=transform)
+        assert refused.status_code == 403 and "not yours" in refused.json()["detail"]
+        job_id = as_alice.post("/v1/jobs", json=ECHO).json()["id"]
+        theirs = {
+            "type": "ml.train",
+            "params": {
+                "model": "logistic_regression",
+                "dataset": "file",
+                "source": f"jobs/{job_id}/output.parquet",
+            },
+        }
+        assert as_bob.post("/v1/jobs", json=theirs).status_code == 403
+        too_big = as_alice.put("/v1/files/big.csv", content=b"x" * 20_000)
+        assert too_big.status_code == 413
+        artifacts = stack.workdir / "artifacts" / path.rsplit("/", 1)[0]
+        assert sorted(p.name for p in artifacts.iterdir()) == ["sales.csv"]  # no partial file

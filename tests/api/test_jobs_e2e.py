@@ -132,6 +132,37 @@ def test_data_transform_large_output_becomes_a_parquet_artifact(stack: Stack, cl
     assert frame["j"].to_list() == list(range(1, 5001))
 
 
+def test_uploaded_files_feed_data_and_ml_jobs(stack: Stack, client: httpx.Client):
+    rows = ["f1,f2,target"] + [f"{i % 7},{(i * 3) % 11},{int(i % 7 > 3)}" for i in range(200)]
+    stored = client.put("/v1/files/points.csv", content="\n".join(rows).encode())
+    assert stored.status_code == 201
+    source = stored.json()["path"]
+    transform = stack.submit(
+        client,
+        "data.transform",
+        {
+            "source": source,
+            "steps": [
+                {
+                    "op": "aggregate",
+                    "group_by": ["target"],
+                    "aggregations": [{"column": "f1", "func": "count", "alias": "n"}],
+                },
+                {"op": "sort", "by": ["target"]},
+            ],
+        },
+    )
+    train = stack.submit(
+        client, "ml.train", {"dataset": "file", "source": source, "model": "random_forest"}
+    )
+    counted = stack.wait_for(client, transform["id"], TERMINAL)
+    assert counted["state"] == "succeeded", counted["error"]
+    assert counted["result"]["rows"] == [{"target": 0, "n": 116}, {"target": 1, "n": 84}]
+    trained = stack.wait_for(client, train["id"], TERMINAL)
+    assert trained["state"] == "succeeded", trained["error"]
+    assert trained["result"]["accuracy"] > 0.9  # the target is a function of f1
+
+
 def test_data_transform_unknown_column_is_refused_before_queueing(
     stack: Stack, client: httpx.Client
 ):

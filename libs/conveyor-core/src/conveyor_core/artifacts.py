@@ -79,6 +79,11 @@ class ArtifactStore:
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(self.url(path)))
 
+    def remove(self, path: str) -> None:
+        target = self.url(path)
+        if self.fs.exists(target):
+            self.fs.rm(target)
+
     def size(self, path: str) -> int:
         return int(self.fs.size(self.url(path)))
 
@@ -86,6 +91,13 @@ class ArtifactStore:
     def storage_options(self) -> dict[str, Any]:
         """What polars/pyarrow need to reach a remote store (empty for local)."""
         return {} if self.is_local else dict(self.fs.storage_options)
+
+
+def upload_path(owner: str, name: str) -> str:
+    """Where a caller's uploaded file lives: under a folder of its own key."""
+    if not re.match(ARTIFACT_NAME_PATTERN, name):
+        raise UnsafePathError(f"file name {name!r} is not a plain file name")
+    return f"uploads/{owner or 'local'}/{name}"
 
 
 def job_artifact_path(job_id: object, name: str) -> str:

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, description="Largest accepted request body."
     )
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, description="Largest file accepted by PUT /v1/files/{name}."
+    )
     auth_enabled: bool = Field(
         default=True,
         description="Require an API key (Authorization: Bearer). `make run` turns it off on "

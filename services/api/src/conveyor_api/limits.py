@@ -8,21 +8,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor_api.metrics import SUBMISSIONS_REJECTED, is_submission
 
+UPLOAD_PREFIX = "/v1/files/"
+
 
 class BodySizeLimit:
-    """Answer 413 once a body passes `max_bytes`, whether or not Content-Length was sent."""
+    """Answer 413 once a body passes its cap, whether or not Content-Length was sent.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    File uploads get their own, larger cap; every other body the small one.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_body_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        is_upload = str(scope.get("path", "")).startswith(UPLOAD_PREFIX)
+        limit = self.max_upload_bytes if is_upload else self.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, send, limit)
             return
         received = 0
 
@@ -30,19 +38,19 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > limit:
                 raise _TooLarge()
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
         if is_submission(scope):
             SUBMISSIONS_REJECTED.labels("limit").inc()
-        body = json.dumps({"detail": f"request body exceeds {self.max_bytes} bytes"}).encode()
+        body = json.dumps({"detail": f"request body exceeds {limit} bytes"}).encode()
         await send(
             {
                 "type": "http.response.start",

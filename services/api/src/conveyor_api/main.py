@@ -24,7 +24,7 @@ from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
-from conveyor_api.routes import compat, health, jobs
+from conveyor_api.routes import compat, files, health, jobs
 from conveyor_api.service import JobService
 
 log = logging.getLogger("conveyor.api")
@@ -74,7 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.add_middleware(HttpMetrics)
     install_error_handlers(app)
 
@@ -83,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(jobs.router)
+    app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(compat.router)
     return app

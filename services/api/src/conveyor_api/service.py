@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from conveyor_core.jobs import JobType
+from conveyor_core.jobs import AdmissionDenied, JobType
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
 from sqlalchemy import and_, delete, or_, select, update
@@ -28,6 +28,10 @@ class IdempotencyConflict(Exception):
 
 class InvalidCursor(ValueError):
     pass
+
+
+class SourceForbidden(AdmissionDenied):
+    """A job names an input file that belongs to another key."""
 
 
 class QueueQuotaExceeded(Exception):
@@ -134,6 +138,26 @@ class JobService:
         await self._mark_dispatched(job.id)
         JOBS_SUBMITTED.labels(job_type.name).inc()
         return Submitted(job=job, replayed=False)
+
+    async def check_source(self, params: Any, owner: str, admin: bool) -> None:
+        """A key may read its own uploads and its own jobs' artifacts, nothing else."""
+        source: str | None = getattr(params, "source", None)
+        if source is None or admin:
+            return
+        parts = source.split("/")
+        if parts[:2] == ["uploads", owner or "local"]:
+            return
+        if parts[0] == "jobs" and len(parts) > 2:
+            try:
+                job_id = uuid.UUID(parts[1])
+            except ValueError:
+                job_id = None
+            if job_id is not None and await self.get(job_id, owner) is not None:
+                return
+        raise SourceForbidden(
+            f"source {source!r} is not yours: use uploads/{owner or 'local'}/<name> "
+            "(PUT /v1/files/<name>) or jobs/<id of your job>/<artifact>"
+        )
 
     async def _mark_dispatched(self, job_id: uuid.UUID) -> None:
         # If this write is lost (the gateway dies now), the reconciler publishes the job

@@ -59,6 +59,7 @@ async def submit_job(
     """Queue a job. A 202 means the job row is committed and RabbitMQ confirmed the message."""
     job_type = JOB_TYPES[submission.type]
     job_type.check_admission(submission.params, settings)
+    await jobs.check_source(submission.params, caller.owner, caller.admin)
     params = job_type.params_adapter.dump_python(submission.params, mode="json")
     submitted = await jobs.submit(
         job_type, params, idempotency_key=idempotency_key, owner=caller.owner
