@@ -39,6 +39,13 @@ format: install ## Apply ruff's fixes and formatting
 test: install tools prometheus lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
 	$(UV) run pytest $(PYTEST_ARGS)
 
+.PHONY: audit
+audit: install ## pip-audit the locked runtime dependencies (needs PyPI's per-version JSON API)
+	@mkdir -p var && $(UV) export --frozen --no-dev --no-emit-workspace --no-hashes -q > var/requirements-audit.txt
+	$(UV) run --with pip-audit==2.9.0 pip-audit --no-deps --disable-pip --progress-spinner off \
+		-r var/requirements-audit.txt --desc on
+	@echo "note: packages listed as 'not found on PyPI' were NOT audited (see docs/guarantees.md)"
+
 .PHONY: settings-table
 settings-table: install ## Print the README's settings table from the Settings model
 	@$(UV) run python -m conveyor_core.settings
