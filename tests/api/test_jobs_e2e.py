@@ -9,6 +9,7 @@ import uuid
 import httpx
 import polars as pl
 import pytest
+from support.procs import sleep_processes
 from support.stack import Stack
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -228,21 +229,6 @@ def test_cancel_a_queued_job_it_never_starts(stack: Stack, client: httpx.Client)
     assert client.post(f"/v1/jobs/{waiting}/cancel").status_code == 409
 
 
-def _sleep_processes(marker: str) -> list[int]:
-    from pathlib import Path
-
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmdline[:1] and cmdline[0].endswith(b"sleep") and marker.encode() in cmdline:
-                found.append(int(proc.name))
-    return found
-
-
 def test_cancel_a_running_command_stops_its_process(stack: Stack, client: httpx.Client):
     marker = "37.5"  # an unusual duration, to find this very process in /proc
     job_id = stack.submit(
@@ -250,14 +236,14 @@ def test_cancel_a_running_command_stops_its_process(stack: Stack, client: httpx.
     )["id"]
     stack.wait_for(client, job_id, {"running"}, timeout=30)
     deadline = time.monotonic() + 10
-    while not _sleep_processes(marker) and time.monotonic() < deadline:
+    while not sleep_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _sleep_processes(marker), "the sleep command never started"
+    assert sleep_processes(marker), "the sleep command never started"
     response = client.post(f"/v1/jobs/{job_id}/cancel")
     assert response.status_code == 202
     job = stack.wait_for(client, job_id, TERMINAL, timeout=15)
     assert job["state"] == "cancelled"
-    assert _sleep_processes(marker) == []
+    assert sleep_processes(marker) == []
 
 
 def test_cancel_a_running_training_ends_cancelled(stack: Stack, client: httpx.Client):

@@ -5,28 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
+from support.procs import pool_process_running
 from support.stack import Stack, list_queues, running_stack
 
 MAX_ATTEMPTS = 2
-
-
-def _pool_process_running(marker: str) -> int | None:
-    """The pid of the Celery pool process that started `sleep <marker>`."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            status = (proc / "status").read_text()
-        except OSError:
-            continue
-        if cmdline[:1] and cmdline[0].endswith(b"sleep") and marker.encode() in cmdline:
-            ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
-            return int(ppid)
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +32,11 @@ def test_a_job_that_kills_its_worker_is_failed_after_bounded_attempts(stack: Sta
             job = client.get(f"/v1/jobs/{job_id}").json()
             if job["state"] == "failed":
                 break
-            pool_pid = _pool_process_running(marker)
+            pool_pid = pool_process_running(marker)
             if job["state"] == "running" and pool_pid is not None:
                 os.kill(pool_pid, signal.SIGKILL)  # the "poison": its process dies mid-job
                 kills += 1
-                while _pool_process_running(marker) is not None:
+                while pool_process_running(marker) is not None:
                     time.sleep(0.05)
             time.sleep(0.1)
         print(f"killed the pool process {kills} times; job ended {job['state']}")

@@ -10,7 +10,8 @@ import pytest
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
 from conveyor_core.store.engine import make_sync_engine
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from support.rows import insert_job
 from support.stack import Stack, running_stack
 
 
@@ -28,25 +29,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _insert(stack: Stack, **values) -> uuid.UUID:
-    job_id = uuid.uuid4()
-    now = utcnow()
-    row = dict(
-        id=job_id,
-        type="cmd.run",
+    engine = make_sync_engine(stack.env["CONVEYOR_DATABASE_URL"])
+    return insert_job(
+        engine,
         params={"command": "echo", "args": ["repaired"], "timeout_s": 60, "stdin": None},
-        progress=0.0,
-        attempts=0,
-        cancel_requested=False,
-        artifacts=[],
-        owner="",
-        origin="v1",
-        created_at=now,
-        updated_at=now,
+        **values,
     )
-    row.update(values)
-    with make_sync_engine(stack.env["CONVEYOR_DATABASE_URL"]).begin() as connection:
-        connection.execute(insert(Job).values(**row))
-    return job_id
 
 
 def test_a_committed_row_whose_message_was_lost_is_published_again(stack: Stack):

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 from conveyor_core.states import JobState
-from conveyor_core.store import Job, utcnow
+from conveyor_core.store import Job
 from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.migrate import upgrade_to_head
 from conveyor_core.store.worker_ops import WorkerJobStore
-from sqlalchemy import insert
+from support.rows import insert_job
 from support.stack import postgres_database
 
 
@@ -30,26 +30,7 @@ def store(request, tmp_path) -> Iterator[WorkerJobStore]:
 
 
 def _queued_job(store: WorkerJobStore) -> uuid.UUID:
-    job_id = uuid.uuid4()
-    now = utcnow()
-    with store.engine.begin() as connection:
-        connection.execute(
-            insert(Job).values(
-                id=job_id,
-                type="cmd.run",
-                state=JobState.QUEUED,
-                params={"command": "date"},
-                progress=0.0,
-                attempts=0,
-                cancel_requested=False,
-                artifacts=[],
-                owner="",
-                origin="v1",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    return job_id
+    return insert_job(store.engine)
 
 
 def test_claim_counts_attempts_and_a_finished_job_is_never_claimed_again(store):

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 from promql_checks import Prometheus
+from support.procs import pool_process_running
 from support.stack import VENV_BIN, Stack, free_port, running_stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,22 +136,6 @@ def running_prometheus(workdir: Path, config: dict[str, Any]) -> Iterator[Promet
 # --- the workload
 
 
-def _pool_process_running(marker: str) -> int | None:
-    """The pid of the Celery pool process that started `sleep <marker>`."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            status = (proc / "status").read_text()
-        except OSError:
-            continue
-        if cmdline[:1] and cmdline[0].endswith(b"sleep") and marker.encode() in cmdline:
-            ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid"))
-            return int(ppid)
-    return None
-
-
 @dataclass
 class Workload:
     """What ran, so tests can say what they expect to see."""
@@ -175,11 +160,11 @@ class Workload:
         while kills < times:
             assert time.monotonic() < deadline, f"could not kill the pool of {job_id} {times}x"
             job = client.get(f"/v1/jobs/{job_id}").json()
-            pool_pid = _pool_process_running(marker)
+            pool_pid = pool_process_running(marker)
             if job["state"] == "running" and pool_pid is not None:
                 os.kill(pool_pid, signal.SIGKILL)
                 kills += 1
-                while _pool_process_running(marker) is not None:
+                while pool_process_running(marker) is not None:
                     time.sleep(0.05)
             time.sleep(0.1)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
+from support.procs import alive, children
 from support.stack import Service, Stack, list_queues, running_stack
 
 
@@ -18,19 +18,6 @@ from support.stack import Service, Stack, list_queues, running_stack
 def stack(tmp_path):
     with running_stack(tmp_path, "sqlite", workers=("cmd",)) as running:
         yield running
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(child) for child in out.split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "zombie" not in status.read()
-    except FileNotFoundError:
-        return False
 
 
 def _runs_started(services: list[Service], job_id: str) -> int:
@@ -42,11 +29,11 @@ def test_sigkill_of_a_worker_mid_job_redelivers_it_and_it_succeeds_once(stack: S
         job_id = stack.submit(client, "cmd.run", {"command": "sleep", "args": ["3.5"]})["id"]
         stack.wait_for(client, job_id, {"running"}, timeout=30)
         worker = stack.services["cmd"].process
-        pool = _children(worker.pid)
+        pool = children(worker.pid)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
         time.sleep(1)
-        assert not [pid for pid in pool if _alive(pid)], "pool processes outlived their worker"
+        assert not [pid for pid in pool if alive(pid)], "pool processes outlived their worker"
         killed = stack.retire("cmd")
         replacement = stack.start_worker("cmd", name="cmd-replacement")  # as Kubernetes would
         job = stack.wait_for(client, job_id, {"succeeded", "failed"}, timeout=60)
