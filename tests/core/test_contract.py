@@ -119,3 +119,11 @@ def test_limits_come_from_settings():
             ),
             small,
         )
+
+
+def test_s3_artifact_store_builds_urls_under_its_prefix():
+    store = ArtifactStore("s3://conveyor-artifacts/prod")  # no request is made to build URLs
+    assert not store.is_local
+    assert store.url("uploads/k/sales.csv") == "s3://conveyor-artifacts/prod/uploads/k/sales.csv"
+    with pytest.raises(UnsafePathError):
+        store.url("../other-bucket/x")
