@@ -179,9 +179,8 @@ class JobRunner:
                     "was lost every time (crash, out of memory or kill)"
                 ),
             )
-            raise Reject(
-                "attempts exhausted", requeue=False
-            )  # a copy goes to the dead-letter queue
+            # Rejected without requeue, RabbitMQ moves the message to the dead-letter queue.
+            raise Reject("attempts exhausted", requeue=False)
         if claim.cancel_requested:
             store.finish(job_id, JobState.CANCELLED, error="cancelled by request")
             return
