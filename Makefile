@@ -52,3 +52,4 @@ settings-table: install ## Print the README's settings table from the Settings m
 
 include deploy/deploy.mk
 include deploy/observability.mk
+include bench/bench.mk

@@ -1,0 +1,1 @@
+"""Conveyor's benchmarks: every figure is a ratio against the blog pattern, same run."""

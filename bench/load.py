@@ -1,0 +1,175 @@
+"""Load generation: wrk for the closed-loop HTTP runs, a bounded httpx loop for the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import procs
+
+# wrk's Lua hooks: the request, and a machine-readable summary at the end.
+_LUA = """
+wrk.method = {method}
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+{extra_headers}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {{"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass
+class HttpRun:
+    """One wrk run: completed and successful requests, latency, and who burned the CPU."""
+
+    requests: int
+    ok: int
+    seconds: float
+    ok_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    socket_errors: int
+    server_cpu_pct: float  # of one core, the server process over the run
+    loadgen_cpu_pct: float  # of one core, wrk itself
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is missing: `apt-get install -y wrk` (make bench does it)")
+    return wrk
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    server_pid: int,
+    connections: int = 32,
+    method: str = "GET",
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpRun:
+    """A closed loop of `connections` keep-alive connections for `seconds`, one wrk thread."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            _LUA.format(
+                method=json.dumps(method),
+                body=json.dumps(body) if body else "nil",
+                extra_headers="\n".join(
+                    f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}"
+                    for k, v in (headers or {}).items()
+                ),
+            )
+        )
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = procs.cpu_seconds(server_pid)
+    started = time.monotonic()
+    try:
+        out = subprocess.run(
+            [
+                require_wrk(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "5s",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=True,
+        ).stdout
+    finally:
+        Path(script.name).unlink()
+    wall = time.monotonic() - started
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = procs.cpu_seconds(server_pid) - server_before
+    loadgen_cpu = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
+    line = next(x for x in out.splitlines() if x.startswith("BENCH "))
+    raw = json.loads(line.removeprefix("BENCH "))
+    duration = raw["duration_us"] / 1e6
+    ok = raw["requests"] - raw["status_errors"]
+    return HttpRun(
+        requests=raw["requests"],
+        ok=ok,
+        seconds=round(duration, 3),
+        ok_per_s=round(ok / duration, 1),
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        socket_errors=raw["socket_errors"],
+        server_cpu_pct=round(100 * server_cpu / duration, 1),
+        loadgen_cpu_pct=round(100 * loadgen_cpu / wall, 1),
+    )
+
+
+async def bounded_gather(
+    count: int, make: Callable[[int], Awaitable[Any]], *, concurrency: int, limit_s: float
+) -> list[Any]:
+    """Run make(0..count-1) with at most `concurrency` in flight; give up after `limit_s`."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> Any:
+        async with gate:
+            return await make(index)
+
+    async with asyncio.timeout(limit_s):
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def submit_many(
+    base_url: str,
+    count: int,
+    request: Callable[[int], tuple[str, str, Any]],
+    *,
+    concurrency: int = 16,
+    timeout: float = 300,
+    headers: dict[str, str] | None = None,
+) -> list[tuple[str, float]]:
+    """POST `count` requests (method, path, json) concurrently; return (task id, unix time)."""
+
+    async def main() -> list[tuple[str, float]]:
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(
+            base_url=base_url, timeout=30, limits=limits, headers=headers
+        ) as client:
+
+            async def make(index: int) -> tuple[str, float]:
+                method, path, body = request(index)
+                response = await client.request(method, path, json=body)
+                response.raise_for_status()
+                data = response.json()
+                return str(data.get("id") or data["task_id"]), time.time()
+
+            return await bounded_gather(count, make, concurrency=concurrency, limit_s=timeout)
+
+    return asyncio.run(main())

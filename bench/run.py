@@ -1,0 +1,413 @@
+"""`make bench` / `make bench-quick`: the blog pattern vs Conveyor (SQLite, PostgreSQL).
+
+    uv run python -m bench.run            # full: ~15 min on 2 cores
+    uv run python -m bench.run --quick    # under 2 min: catches a collapse, not a regression
+
+Every figure is taken in the same invocation for the baseline and both Conveyor job
+stores, and compared as a ratio. Loads go to 127.0.0.1 only and every loop is bounded
+in count and time. Vhosts, databases, processes and temporary files are removed at
+the end (logs are kept, and their folder printed, when something fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import load, procs, report
+from bench.procs import REPO, VENV_BIN
+from bench.systems import Baseline, Conveyor, System
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    submit_seconds: int  # each of the two identical throughput runs
+    status_seconds: int
+    dispatch_jobs: int
+    overhead_jobs: int
+    noop_jobs: int
+    drain_jobs: int
+    drain_concurrency: tuple[int, ...]
+    transform_rows: tuple[int, ...]
+    loop_batch: int  # the baseline loop builds its dicts this many rows at a time
+
+
+FULL = Plan("full", 10, 10, 500, 1000, 3000, 600, (1, 2), (1_000_000, 10_000_000), 1_000_000)
+QUICK = Plan("quick", 2, 2, 0, 0, 0, 0, (), (1_000_000,), 1_000_000)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- one system, every measurement that needs its HTTP side and workers
+
+
+def measure(system: System, plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    system.start_gateway()
+    time.sleep(1)
+    out["gateway_rss_idle_mb"] = round(procs.rss_mb(system.gateway_pid), 1)
+
+    log(f"{system.label}: submission throughput, 2 x {plan.submit_seconds}s at 32 connections")
+    url = system.base_url + system.submit_path
+    body = system.submit_body
+    pid = system.gateway_pid
+    load.wrk(
+        url, seconds=1, server_pid=pid, method="POST", body=body, headers=system.headers
+    )  # warm-up
+    runs, rss = [], []
+    for _ in range(2):
+        runs.append(
+            load.wrk(
+                url,
+                seconds=plan.submit_seconds,
+                server_pid=pid,
+                method="POST",
+                body=body,
+                headers=system.headers,
+            )
+        )
+        rss.append(round(procs.rss_mb(pid), 1))
+    best = max(runs, key=lambda run: run.ok_per_s)
+    out["submit_runs"] = [run.as_dict() for run in runs]
+    out["submit"] = best.as_dict()
+    out["gateway_rss_after_mb"] = rss
+    out["gateway_rss_growth_pct"] = round(100 * (rss[1] - rss[0]) / rss[0], 2)
+
+    log(f"{system.label}: status polling, {plan.status_seconds}s at 32 connections")
+    with httpx.Client(base_url=system.base_url, timeout=10, headers=system.headers) as client:
+        method, path, payload = system.request("data")
+        response = client.request(method, path, json=payload)
+        response.raise_for_status()
+        job_id = str(response.json().get("id") or response.json()["task_id"])
+    status_url = system.base_url + system.status_path(job_id)
+    out["status"] = load.wrk(
+        status_url, seconds=plan.status_seconds, server_pid=pid, headers=system.headers
+    ).as_dict()
+    system.purge()  # the throughput runs left thousands of queued messages: not for the workers
+
+    if isinstance(system, Baseline) and plan.mode == "full":
+        log("baseline: the documented worker command, `celery -A tasks worker`")
+        out["documented_worker_tasks"] = system.documented_worker_tasks()
+
+    if plan.dispatch_jobs:  # quick runs stop here: no worker start-ups, no drains
+        log(f"{system.label}: workers idle; dispatch latency, {plan.dispatch_jobs} jobs")
+        system.start_workers(2)
+        time.sleep(2)
+        out["worker_pss_idle_mb"] = system.worker_memory()
+        out["dispatch"] = dispatch_latency(system, plan.dispatch_jobs)
+        system.stop_workers()
+
+    if isinstance(system, Conveyor) and plan.overhead_jobs:
+        log(f"{system.label}: worker overhead, {plan.overhead_jobs} tiny jobs, 1 process")
+        out["overhead"] = worker_overhead(system, plan.overhead_jobs)
+
+    out["drain"] = {}
+    for concurrency in plan.drain_concurrency:
+        log(f"{system.label}: drain {plan.drain_jobs} mixed jobs, {concurrency} process(es)/type")
+        out["drain"][str(concurrency)] = drain(system, plan.drain_jobs, concurrency)
+    system.stop()
+    return out
+
+
+def dispatch_latency(system: System, jobs: int) -> dict[str, Any]:
+    """Submit to worker start, one job at a time on an idle system.
+
+    The table's figures run from sending the submit request (always positive). Those
+    from its answer (`from_answer`), the issue's definition, are kept too: they are
+    negative when the worker started the job before the answer reached the client.
+    """
+    from_sent, from_answer = [], []
+    with httpx.Client(base_url=system.base_url, timeout=10, headers=system.headers) as client:
+        for _ in range(jobs):
+            method, path, payload = system.request("data")
+            sent = time.time()
+            response = client.request(method, path, json=payload)
+            answered = time.time()
+            response.raise_for_status()
+            job_id = str(response.json().get("id") or response.json()["task_id"])
+            started = system.wait_done([job_id], timeout=30, poll_s=0.002)[job_id][0]
+            from_sent.append(1000 * (started - sent))
+            from_answer.append(1000 * (started - answered))
+    return {**_summary(from_sent), "jobs": jobs, "from_answer": _summary(from_answer)}
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(values, 50), 2),
+        "p90_ms": round(percentile(values, 90), 2),
+        "p99_ms": round(percentile(values, 99), 2),
+        "max_ms": round(max(values), 2),
+        "min_ms": round(min(values), 2),
+        "mean_ms": round(statistics.fmean(values), 2),
+    }
+
+
+def worker_overhead(system: Conveyor, jobs: int) -> dict[str, Any]:
+    """Queue `jobs` tiny jobs, then let one data worker process drain them."""
+    submitted = load.submit_many(
+        system.base_url, jobs, lambda _: system.request("tiny"), headers=system.headers
+    )
+    ids = [job_id for job_id, _ in submitted]
+    system.start_workers(1, kinds=("data",))
+    seen = system.wait_done(ids, timeout=300)
+    system.stop_workers()
+    first = min(v[0] for v in seen.values())
+    last = max(v[1] for v in seen.values())
+    return {
+        "jobs": jobs,
+        "seconds": round(last - first, 3),
+        "jobs_per_s": round(jobs / (last - first), 1),
+        "failed": sum(1 for v in seen.values() if not v[2]),
+    }
+
+
+def drain(system: System, jobs: int, concurrency: int) -> dict[str, Any]:
+    """Submit `jobs` mixed small jobs at 16 connections; time until the last one finished."""
+    kinds = ("data", "cmd", "ml")
+    system.start_workers(concurrency)
+    started = time.time()
+    submitted = load.submit_many(
+        system.base_url,
+        jobs,
+        lambda i: system.request(kinds[i % 3]),
+        timeout=600,
+        headers=system.headers,
+    )
+    submit_s = max(t for _, t in submitted) - started
+    seen = system.wait_done([job_id for job_id, _ in submitted], timeout=900)
+    system.stop_workers()
+    last = max(v[1] for v in seen.values())
+    return {
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "submit_seconds": round(submit_s, 2),
+        "seconds": round(last - started, 2),
+        "failed": sum(1 for v in seen.values() if not v[2]),
+    }
+
+
+# --- measurements without the HTTP side
+
+
+def bare_celery_noop(jobs: int, logdir: Path) -> dict[str, Any]:
+    """The ceiling for worker overhead: a default Celery no-op task, one process, same broker."""
+    from bench import celery_noop
+
+    with procs.rabbitmq_vhost("conveyor-bench-noop") as broker_url:
+        result = logdir / "noop.result"
+        celery_noop.app.conf.broker_url = broker_url
+        with celery_noop.app.producer_or_acquire() as producer:
+            for _ in range(jobs):
+                celery_noop.noop.apply_async(producer=producer)
+        env = {
+            **dict(__import__("os").environ),
+            "BROKER_URL": broker_url,
+            "BENCH_NOOP_COUNT": str(jobs),
+            "BENCH_NOOP_RESULT": str(result),
+        }
+        argv = [str(VENV_BIN / "celery"), "-A", "bench.celery_noop", "worker"]
+        worker = procs.start(
+            "noop-worker",
+            [*argv, "-Q", "bench.noop", "-c", "1", "--loglevel=warning"],
+            env,
+            REPO,
+            logdir,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not result.exists() or not result.read_text().endswith("\n"):
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"bare Celery no-op: not done in 120s\n{worker.log()}")
+                time.sleep(0.1)
+        finally:
+            worker.stop()
+        first, last = map(float, result.read_text().split())
+    return {
+        "jobs": jobs,
+        "seconds": round(last - first, 3),
+        "jobs_per_s": round(jobs / (last - first), 1),
+    }
+
+
+def transform(plan: Plan, workdir: Path) -> dict[str, Any]:
+    def case(*args: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.transform", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout
+        return dict(json.loads(out.splitlines()[-1]))
+
+    results: dict[str, Any] = {}
+    for rows in plan.transform_rows:
+        log(f"data transform, {rows:,} rows: Parquet -> filter, compute, group-by")
+        made = case("make", str(workdir), str(rows))
+        conveyor = case("conveyor", str(workdir), str(rows))
+        loop = case("loop", str(workdir), str(rows), "--batch", str(plan.loop_batch))
+        if conveyor["digest"] != loop["digest"]:
+            raise RuntimeError(f"transform results differ: {conveyor} vs {loop}")
+        results[str(rows)] = {"parquet_bytes": made["bytes"], "conveyor": conveyor, "loop": loop}
+    return results
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    meminfo = Path("/proc/meminfo").read_text().split()
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": __import__("os").cpu_count(),
+        "memory_gb": round(int(meminfo[1]) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_avg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+    with contextlib.suppress(Exception):
+        info["rabbitmq"] = procs.rabbitmqctl("version").strip()
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        with psycopg.connect(procs.POSTGRES_ADMIN_DSN) as connection:
+            info["postgresql"] = connection.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    from importlib.metadata import version
+
+    info["packages"] = {
+        p: version(p) for p in ("celery", "fastapi", "uvicorn", "polars", "sqlalchemy", "aio-pika")
+    }
+    revision = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True
+    )
+    info["revision"] = revision.stdout.strip()  # "-dirty": uncommitted changes were measured
+    info["wrk"] = (
+        subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    )
+    return info
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="the under-2-minute CI variant")
+    parser.add_argument(
+        "--only",
+        choices=["baseline", "sqlite", "postgres"],
+        action="append",
+        help="measure only these systems (repeatable; default all)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="only rebuild the table, latest.md and latest.png from a results file",
+    )
+    args = parser.parse_args()
+    if args.report:
+        results = json.loads(args.report.read_text())
+        table = report.build(results)
+        print(report.text_table(table))
+        report.write_markdown(results, table, REPO / "bench" / "results" / "latest.md")
+        report.write_chart(table, REPO / "bench" / "results" / "latest.png")
+        return 0
+    plan = QUICK if args.quick else FULL
+    load.require_wrk()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup below runs
+
+    started = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "date": started.isoformat(timespec="seconds"),
+        "plan": asdict(plan),
+        "machine": machine(),
+        "systems": {},
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    ok = False
+    try:
+        wanted = args.only or ["baseline", "sqlite", "postgres"]
+        for name in wanted:
+            with contextlib.ExitStack() as cleanup:
+                broker_url = cleanup.enter_context(procs.rabbitmq_vhost(f"conveyor-bench-{name}"))
+                logdir = workdir / name
+                logdir.mkdir()
+                system: System
+                if name == "baseline":
+                    system = Baseline(broker_url, logdir)
+                else:
+                    database_url = (
+                        cleanup.enter_context(procs.postgres_database())
+                        if name == "postgres"
+                        else f"sqlite:///{logdir / 'conveyor.db'}"
+                    )
+                    label = "Conveyor (SQLite)" if name == "sqlite" else "Conveyor (PostgreSQL)"
+                    system = Conveyor(broker_url, logdir, database_url, label)
+                cleanup.callback(system.stop)
+                results["systems"][name] = measure(system, plan)
+        if plan.noop_jobs:
+            log(f"bare Celery no-op, {plan.noop_jobs} tasks, 1 process")
+            results["noop"] = bare_celery_noop(plan.noop_jobs, workdir)
+        results["transform"] = transform(plan, workdir)
+        ok = True
+    finally:
+        results["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+        results["machine"]["load_avg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"bench failed; logs kept in {workdir}", file=sys.stderr)
+
+    table = report.build(results)
+    results["table"] = table
+    stamp = started.strftime("%Y-%m-%dT%H-%M-%S")
+    out_dir = REPO / "bench" / "results"
+    json_path = out_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.text_table(table))
+    print(f"\nresults: {json_path.relative_to(REPO)} ({results['seconds']} s)")
+    if not args.quick and not args.only:
+        report.write_markdown(results, table, out_dir / "latest.md")
+        report.write_chart(table, out_dir / "latest.png")
+        print("wrote bench/results/latest.md and latest.png")
+    collapsed = report.collapsed(table)
+    for row in collapsed:
+        print(
+            f"COLLAPSE: {row['metric']}: {row['ratio']} (target {row['target']})", file=sys.stderr
+        )
+    return 1 if collapsed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

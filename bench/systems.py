@@ -1,0 +1,335 @@
+"""The two systems under test, behind one small interface: the blog pattern and Conveyor.
+
+Each runs as a user would run it (uvicorn / celery / the console scripts), on its own
+RabbitMQ vhost, with its processes in their own sessions so they are stopped as a group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import procs
+from bench.procs import REPO, VENV_BIN, Proc
+
+SAMPLE = [{"value": 10}, {"value": 20}, {"value": 30}]
+KINDS = ("data", "cmd", "ml")
+
+
+def _wait_http(proc: Proc, url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        proc.check_alive()
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} not ready in {timeout}s:\n{proc.log()[-3000:]}")
+
+
+class System:
+    label: str
+    submit_path: str
+    submit_body: str | None
+    worker_queues: list[str]
+
+    def __init__(self, broker_url: str, logdir: Path) -> None:
+        self.broker_url = broker_url
+        self.logdir = logdir
+        self.port = procs.free_port()
+        self.gateway: Proc | None = None
+        self.workers: dict[str, Proc] = {}
+        self.headers: dict[str, str] = {}  # sent with every request (an API key)
+        self._runs = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def gateway_pid(self) -> int:
+        assert self.gateway is not None
+        return self.gateway.pid
+
+    def stop_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.workers.clear()
+
+    def stop(self) -> None:
+        self.stop_workers()
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+
+    def purge(self) -> None:
+        procs.purge_queues(self.broker_url, self.worker_queues)
+
+    def _name(self, base: str) -> str:
+        self._runs += 1
+        return f"{base}.{self._runs}"
+
+    # implemented by each system
+    def start_gateway(self) -> None:
+        raise NotImplementedError
+
+    def start_workers(self, concurrency: int, kinds: tuple[str, ...] = KINDS) -> None:
+        raise NotImplementedError
+
+    def request(self, kind: str) -> tuple[str, str, Any]:
+        raise NotImplementedError
+
+    def status_path(self, task_id: str) -> str:
+        raise NotImplementedError
+
+    def times(self, ids: list[str]) -> dict[str, tuple[float | None, float | None, bool]]:
+        """task id -> (started, finished, succeeded), unix seconds, for the ids seen so far."""
+        raise NotImplementedError
+
+    def wait_done(self, ids: list[str], timeout: float, poll_s: float = 0.25) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.times(ids)
+            if sum(1 for v in seen.values() if v[1] is not None) >= len(ids):
+                return seen
+            if time.monotonic() > deadline:
+                done = sum(1 for v in seen.values() if v[1] is not None)
+                raise TimeoutError(f"{self.label}: {done}/{len(ids)} jobs done after {timeout}s")
+            for worker in self.workers.values():
+                worker.check_alive()
+            time.sleep(poll_s)
+
+    def worker_memory(self) -> dict[str, float]:
+        return {name: round(procs.tree_pss_mb(w.pid), 1) for name, w in self.workers.items()}
+
+
+class Baseline(System):
+    """uvicorn main:app + one `celery -A tasks worker`, `rpc://` results."""
+
+    label = "baseline"
+    submit_path = "/transform"
+    submit_body = None
+    worker_queues = ["celery"]
+    cwd = REPO / "bench" / "baseline"
+    include = "tasks.ml,tasks.commands,tasks.data,tasks.probe"
+
+    def __init__(self, broker_url: str, logdir: Path) -> None:
+        super().__init__(broker_url, logdir)
+        self.probe_path = logdir / "baseline-probe.log"
+        self.probe_path.touch()
+        self._probe_offset = 0
+        self._starts: dict[str, float] = {}
+        self._ends: dict[str, tuple[float, bool]] = {}
+        self.env = {
+            **os.environ,
+            "BROKER_URL": broker_url,
+            "BASELINE_PROBE_LOG": str(self.probe_path),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start_gateway(self) -> None:
+        argv = [str(VENV_BIN / "uvicorn"), "main:app", "--host", "127.0.0.1"]
+        self.gateway = procs.start(
+            "baseline-api", [*argv, "--port", str(self.port)], self.env, self.cwd, self.logdir
+        )
+        _wait_http(self.gateway, f"{self.base_url}/openapi.json")
+
+    def documented_worker_tasks(self) -> list[str]:
+        """Start the worker exactly as documented and read which tasks it registered."""
+        proc = procs.start(
+            self._name("baseline-documented-worker"),
+            [str(VENV_BIN / "celery"), "-A", "tasks", "worker", "--loglevel=info"],
+            self.env,
+            self.cwd,
+            self.logdir,
+        )
+        try:
+            proc.wait_for_log("ready.", timeout=60)
+        finally:
+            proc.stop()
+        lines = proc.log().split("[tasks]", 1)[1].splitlines()[1:]
+        tasks = []
+        for line in lines:
+            if not line.strip().startswith("."):
+                break
+            tasks.append(line.strip().lstrip(". "))
+        return [t for t in tasks if not t.startswith("celery.")]
+
+    def start_workers(self, concurrency: int, kinds: tuple[str, ...] = KINDS) -> None:
+        # One worker for every task, as in the pattern; `concurrency` pool processes.
+        proc = procs.start(
+            self._name("baseline-worker"),
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "tasks",
+                "worker",
+                "--loglevel=info",
+                f"--concurrency={concurrency}",
+                f"--include={self.include}",
+            ],
+            self.env,
+            self.cwd,
+            self.logdir,
+        )
+        self.workers["all"] = proc
+        proc.wait_for_log("ready.", timeout=90)
+
+    def request(self, kind: str) -> tuple[str, str, Any]:
+        return {
+            "data": ("POST", "/transform", None),
+            "tiny": ("POST", "/transform", None),
+            "cmd": ("POST", "/execute?command=echo%20hello", None),
+            "ml": ("POST", "/train", None),
+        }[kind]
+
+    def status_path(self, task_id: str) -> str:
+        return f"/status/{task_id}"
+
+    def _read_probe(self) -> None:
+        with self.probe_path.open() as handle:
+            handle.seek(self._probe_offset)
+            chunk = handle.read()
+        complete, _, _ = chunk.rpartition("\n")
+        if not complete:
+            return
+        self._probe_offset += len(complete) + 1
+        for line in complete.splitlines():
+            event, task_id, stamp = line.split()[:3]
+            if event == "start":
+                self._starts[task_id] = float(stamp)
+            else:
+                self._ends[task_id] = (float(stamp), True)
+
+    def times(self, ids: list[str]) -> dict[str, tuple[float | None, float | None, bool]]:
+        self._read_probe()
+        return {
+            i: (self._starts.get(i), *self._ends.get(i, (None, False)))
+            for i in ids
+            if i in self._starts
+        }
+
+
+class Conveyor(System):
+    """conveyor-api serve + conveyor-worker-{ml,cmd,data}, job store SQLite or PostgreSQL."""
+
+    submit_path = "/v1/jobs"
+    worker_queues = ["conveyor.ml.train", "conveyor.cmd.run", "conveyor.data.transform"]
+
+    def __init__(self, broker_url: str, logdir: Path, database_url: str, label: str) -> None:
+        super().__init__(broker_url, logdir)
+        import json
+
+        from conveyor_core.store.engine import make_sync_engine
+
+        self.label = label
+        self.database_url = database_url
+        self.engine = make_sync_engine(database_url)
+        self.submit_body = json.dumps(self._bodies()["data"])
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        self.env.update(
+            {
+                "CONVEYOR_BROKER_URL": broker_url,
+                "CONVEYOR_DATABASE_URL": database_url,
+                "CONVEYOR_ARTIFACT_URL": str(logdir / "artifacts"),
+                # Full guarantees, but no per-key quota: the bench measures the gateway,
+                # not the rate limiter (ignored by a gateway without these settings).
+                "CONVEYOR_SUBMIT_RATE_PER_S": "0",
+                "CONVEYOR_MAX_QUEUED_PER_KEY": "0",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+
+    @staticmethod
+    def _bodies() -> dict[str, dict[str, Any]]:
+        double = {"op": "compute", "column": "double", "left": "value", "operator": "mul"}
+        return {
+            "data": {
+                "type": "data.transform",
+                "params": {"rows": SAMPLE, "steps": [{**double, "right": 2}]},
+            },
+            "tiny": {"type": "data.transform", "params": {"rows": [{"value": 1}]}},
+            "cmd": {"type": "cmd.run", "params": {"command": "echo", "args": ["hello"]}},
+            "ml": {
+                "type": "ml.train",
+                "params": {"dataset": "iris", "model": "logistic_regression"},
+            },
+        }
+
+    def create_api_key(self) -> None:
+        """An admin API key, when this gateway has keys; requests carry it as a bearer token."""
+        created = subprocess.run(
+            [str(VENV_BIN / "conveyor-api"), "keys", "create", "bench", "--admin"],
+            env=self.env,
+            cwd=self.logdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if created.returncode == 0 and created.stdout.strip():
+            self.headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+        else:  # a gateway from before API keys: nothing to authenticate
+            self.env["CONVEYOR_AUTH_ENABLED"] = "false"
+
+    def start_gateway(self) -> None:
+        self.create_api_key()
+        self.gateway = procs.start(
+            f"{self.label}-api",
+            [str(VENV_BIN / "conveyor-api"), "serve", "--port", str(self.port)],
+            self.env,
+            self.logdir,
+            self.logdir,
+        )
+        _wait_http(self.gateway, f"{self.base_url}/readyz")
+
+    def start_workers(self, concurrency: int, kinds: tuple[str, ...] = KINDS) -> None:
+        env = {**self.env, "CONVEYOR_WORKER_CONCURRENCY": str(concurrency)}
+        for kind in kinds:
+            self.workers[kind] = procs.start(
+                self._name(f"{self.label}-worker-{kind}"),
+                [str(VENV_BIN / f"conveyor-worker-{kind}")],
+                env,
+                self.logdir,
+                self.logdir,
+            )
+        for kind in kinds:
+            self.workers[kind].wait_for_log("ready.", timeout=90)
+
+    def request(self, kind: str) -> tuple[str, str, Any]:
+        return ("POST", "/v1/jobs", self._bodies()[kind])
+
+    def status_path(self, task_id: str) -> str:
+        return f"/v1/jobs/{task_id}"
+
+    def times(self, ids: list[str]) -> dict[str, tuple[float | None, float | None, bool]]:
+        import uuid
+
+        from conveyor_core.store import Job
+        from sqlalchemy import select
+
+        found: dict[str, tuple[float | None, float | None, bool]] = {}
+        with self.engine.connect() as connection:
+            for offset in range(0, len(ids), 500):
+                chunk = [uuid.UUID(i) for i in ids[offset : offset + 500]]
+                rows = connection.execute(
+                    select(Job.id, Job.state, Job.started_at, Job.finished_at).where(
+                        Job.id.in_(chunk)
+                    )
+                )
+                for row in rows:
+                    if row.started_at is None:
+                        continue
+                    finished = row.finished_at.timestamp() if row.finished_at else None
+                    ok = row.state == "succeeded"
+                    found[str(row.id)] = (row.started_at.timestamp(), finished, ok)
+        return found
+
+    def stop(self) -> None:
+        super().stop()
+        self.engine.dispose()
