@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from conveyor_core.jobs import JOB_TYPES
-from support.stack import Stack, list_queues
+from support.stack import Stack, list_queues, wait_until_drained
 
 EXPECTED_QUEUES = {name for t in JOB_TYPES.values() for name in (t.queue, t.dead_letter_queue)}
 
@@ -25,14 +23,8 @@ def test_after_hundreds_of_jobs_only_conveyors_queues_exist(stack: Stack, client
             ids.append(stack.submit(client, "data.transform", {"rows": [{"a": index}]})["id"])
     for job_id in ids:
         assert stack.wait_for(client, job_id, {"succeeded"}, timeout=180)["state"] == "succeeded"
-    queues = list_queues(stack.vhost)
+    queues = wait_until_drained(stack.vhost)
     assert set(queues) == EXPECTED_QUEUES, f"unexpected queues: {set(queues) - EXPECTED_QUEUES}"
-    # A worker acks just after it records the outcome: give the last acks a moment.
-    deadline = time.monotonic() + 15
-    while any(q["messages"] != "0" for q in queues.values()):
-        assert time.monotonic() < deadline, f"messages left behind: {queues}"
-        time.sleep(0.5)
-        queues = list_queues(stack.vhost)
 
 
 def test_job_queues_are_quorum_with_a_delivery_limit_and_dead_letters(stack: Stack):

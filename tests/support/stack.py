@@ -68,6 +68,21 @@ def list_queues(vhost: str) -> dict[str, dict[str, str]]:
     return queues
 
 
+def wait_until_drained(vhost: str, timeout: float = 15) -> dict[str, dict[str, str]]:
+    """The vhost's queues once none holds a message (ready or unacked).
+
+    A worker acks just after it records a job's outcome, so the last acks of a run land a
+    moment after the job store says everything is finished.
+    """
+    deadline = time.monotonic() + timeout
+    queues = list_queues(vhost)
+    while any(queue["messages"] != "0" for queue in queues.values()):
+        assert time.monotonic() < deadline, f"messages left behind: {queues}"
+        time.sleep(0.5)
+        queues = list_queues(vhost)
+    return queues
+
+
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards."""
