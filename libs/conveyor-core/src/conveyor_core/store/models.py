@@ -68,6 +68,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Set once RabbitMQ confirmed the job's message; a queued row without it is repaired.
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set when a long job's worker acked its message before RabbitMQ's consumer_timeout:
+    # from then on the heartbeat reaper, not a redelivery, recovers the job if it is lost.
+    handed_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_created", "created_at", "id"),
