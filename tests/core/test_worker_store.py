@@ -37,9 +37,13 @@ def test_claim_counts_attempts_and_a_finished_job_is_never_claimed_again(store):
     job_id = _queued_job(store)
     assert store.claim(job_id, "w1").attempts == 1
     assert store.claim(job_id, "dup") is None  # a duplicate first delivery: not while running
-    assert store.claim(job_id, "w2", redelivered=True).attempts == 2  # after a lost worker
-    assert store.finish(job_id, JobState.SUCCEEDED, result={"ok": True}, progress=1.0)
-    assert store.claim(job_id, "w3", redelivered=True) is None
+    # A redelivery takes over a running job only once its heartbeat has been silent a while.
+    assert store.claim(job_id, "w2", takeover_after_s=60) is None
+    assert store.claim(job_id, "w2", takeover_after_s=0).attempts == 2
+    assert store.beat(job_id, 0.1, attempt=1).still_running is False  # the superseded run
+    assert not store.finish(job_id, JobState.FAILED, error="superseded", attempt=1)
+    assert store.finish(job_id, JobState.SUCCEEDED, result={"ok": True}, progress=1.0, attempt=2)
+    assert store.claim(job_id, "w3", takeover_after_s=0) is None
     assert not store.finish(job_id, JobState.FAILED, error="late duplicate")
     assert store.current_state(job_id) == "succeeded"
 

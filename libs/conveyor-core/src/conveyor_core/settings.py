@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     stale_job_after_s: float = Field(
         default=300.0,
         gt=0,
-        description="A running job without a heartbeat for this long is failed (its worker is "
-        "gone and its message will not come back).",
+        description="A running job without a heartbeat for this long is failed, or queued "
+        "again if its message was already handed over (see CONVEYOR_ACK_HANDOVER_AFTER_S).",
     )
 
     # --- workers
@@ -115,6 +115,14 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         description="How often a running job's heartbeat, progress and cancel flag sync.",
+    )
+    ack_handover_after_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="A job still running this long after it started has its message acked, "
+        "and from then on the heartbeat reaper recovers it if its worker is lost. Keep it "
+        "below RabbitMQ's consumer_timeout (30 min by default) minus a minute. 0: never, and "
+        "every job must then finish within consumer_timeout.",
     )
     max_attempts: int = Field(
         default=3, ge=1, description="Deliveries of one job before it is failed and dead-lettered."

@@ -3,7 +3,9 @@
 - A `queued` job whose message RabbitMQ never confirmed (the gateway died between
   committing the row and the confirm) is published again.
 - A `running` job whose heartbeat stopped long ago (its worker is gone and the job store
-  could not be told) is failed with the reason.
+  could not be told) is failed with the reason, unless its message was already acked
+  (handed over, see conveyor_core.worker.handover): then nothing in RabbitMQ will bring it
+  back, so it is queued again while it has attempts left.
 Both are idempotent and guarded by the state they expect, so several gateway replicas may
 run them at once.
 """
@@ -12,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conveyor_api.publisher import BrokerUnavailable, JobPublisher
@@ -42,6 +46,7 @@ class Maintenance:
         while True:
             await asyncio.sleep(self.settings.maintenance_interval_s)
             try:
+                await self.requeue_stale_handed_over()
                 await self.republish_undispatched()
                 await self.fail_stale_running()
             except Exception:  # the store or broker may be down: try again next round
@@ -61,7 +66,14 @@ class Maintenance:
                     .limit(BATCH)
                 )
             ).all()
-        republished = 0
+        republished = await self._publish(rows)
+        if republished:
+            log.warning("published %d job(s) whose message was never confirmed", republished)
+        return republished
+
+    async def _publish(self, rows: Sequence[Row[uuid.UUID, str]]) -> int:
+        """Publish each job's message and mark it dispatched; stop if the broker is down."""
+        published = 0
         for job_id, type_name in rows:
             try:
                 await self.publisher.publish(JOB_TYPES[type_name], job_id)
@@ -72,10 +84,40 @@ class Maintenance:
                 await session.execute(
                     update(Job).where(Job.id == job_id).values(dispatched_at=utcnow())
                 )
-            republished += 1
-        if republished:
-            log.warning("published %d job(s) whose message was never confirmed", republished)
-        return republished
+            published += 1
+        return published
+
+    async def requeue_stale_handed_over(self) -> int:
+        """Queue again, and publish, a lost job whose message was acked at its hand-over.
+
+        Published at once rather than by republish_undispatched, which waits for rows as old
+        as a submission that is still in flight could be.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                update(Job)
+                .where(
+                    Job.state == JobState.RUNNING,
+                    Job.heartbeat_at < cutoff,
+                    Job.handed_over_at.is_not(None),
+                    Job.attempts < self.settings.max_attempts,
+                )
+                .values(
+                    state=JobState.QUEUED,
+                    dispatched_at=None,
+                    handed_over_at=None,
+                    worker=None,
+                    updated_at=now,
+                )
+                .returning(Job.id, Job.type)
+            )
+            rows = result.all()
+        if rows:
+            log.warning("queued again %d handed-over job(s) whose worker was lost", len(rows))
+        # A job left unpublished here (broker down) is sent by republish_undispatched.
+        return await self._publish(rows)
 
     async def fail_stale_running(self) -> int:
         now = utcnow()

@@ -20,8 +20,11 @@ class JobCancelled(Exception):
 
 
 class JobContext:
-    def __init__(self, job_id: uuid.UUID, settings: Settings, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, job_id: uuid.UUID, settings: Settings, artifacts: ArtifactStore, attempt: int = 1
+    ) -> None:
         self.job_id = job_id
+        self.attempt = attempt  # which run of the job this is; fences off a superseded run
         self.settings = settings
         self.artifacts = artifacts
         self.cancel_event = threading.Event()

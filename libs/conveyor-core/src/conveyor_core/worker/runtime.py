@@ -35,9 +35,10 @@ from conveyor_core.settings import Settings, get_settings
 from conveyor_core.states import JobState
 from conveyor_core.store import utcnow
 from conveyor_core.store.engine import make_sync_engine
-from conveyor_core.store.worker_ops import WorkerJobStore
+from conveyor_core.store.worker_ops import Claim, WorkerJobStore
 from conveyor_core.worker import metrics
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
+from conveyor_core.worker.handover import Handover, handover_step
 from conveyor_core.worker.probe import start_probe_server
 
 log = logging.getLogger("conveyor.worker")
@@ -58,6 +59,10 @@ class _PerProcess:
 
     def _ensure(self) -> None:
         if self._pid != os.getpid():
+            if self._engine is not None:
+                # Inherited across a fork: drop the parent's pool without closing its
+                # connections, which the parent still uses.
+                self._engine.dispose(close=False)
             self._engine = make_sync_engine(self.settings.database_url.get_secret_value())
             self._store = WorkerJobStore(self._engine)
             self._artifacts = ArtifactStore(self.settings.artifact_root)
@@ -95,7 +100,7 @@ class _Heartbeat(threading.Thread):
         cancel_deadline: float | None = None
         while not self._stop_event.wait(self.interval):
             try:
-                beat = self.store.beat(self.ctx.job_id, self.ctx.progress)
+                beat = self.store.beat(self.ctx.job_id, self.ctx.progress, self.ctx.attempt)
             except Exception:  # the store may be restarting; the next beat retries
                 log.warning("heartbeat for job %s failed", self.ctx.job_id, exc_info=True)
                 continue
@@ -117,6 +122,7 @@ class _Heartbeat(threading.Thread):
             JobState.CANCELLED,
             error="cancelled by request",
             artifacts=self.ctx.produced_artifacts,
+            attempt=self.ctx.attempt,
         )
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -157,9 +163,7 @@ class JobRunner:
     def execute(self, job_id: uuid.UUID, worker: str, redelivered: bool = False) -> None:
         store = self.resources.store
         try:
-            claim = _retrying(
-                lambda: store.claim(job_id, worker, redelivered), self.settings.store_retry_s
-            )
+            claim = self._claim(store, job_id, worker, redelivered)
         except SQLAlchemyError as error:
             # Give the message back rather than lose it; another delivery will try again.
             raise Reject(f"job store unavailable: {error}", requeue=True) from error
@@ -204,10 +208,35 @@ class JobRunner:
             metrics.JOB_QUEUE_WAIT_SECONDS.labels(name).observe(max(waited, 0.0))
         else:
             metrics.JOBS_RETRIED.labels(name).inc()
-        self._run(job_id, params, store)
+        self._run(job_id, params, store, claim.attempts)
 
-    def _run(self, job_id: uuid.UUID, params: Any, store: WorkerJobStore) -> None:
-        ctx = JobContext(job_id, self.settings, self.resources.artifacts)
+    @property
+    def takeover_after_s(self) -> float:
+        """How long a running job's heartbeat must be silent before a redelivery takes it."""
+        return 3 * self.settings.heartbeat_interval_s
+
+    def _claim(
+        self, store: WorkerJobStore, job_id: uuid.UUID, worker: str, redelivered: bool
+    ) -> Claim | None:
+        if not redelivered:
+            return _retrying(lambda: store.claim(job_id, worker), self.settings.store_retry_s)
+        # The message's previous holder was lost, but its job may still look alive for a few
+        # heartbeats (or really be alive, run by another delivery): wait until we know.
+        interval = self.settings.heartbeat_interval_s
+        deadline = time.monotonic() + self.takeover_after_s + 2 * interval
+        while True:
+            claim = _retrying(
+                lambda: store.claim(job_id, worker, self.takeover_after_s),
+                self.settings.store_retry_s,
+            )
+            if claim is not None or time.monotonic() > deadline:
+                return claim
+            if store.current_state(job_id) != JobState.RUNNING:
+                return None
+            time.sleep(interval)
+
+    def _run(self, job_id: uuid.UUID, params: Any, store: WorkerJobStore, attempt: int) -> None:
+        ctx = JobContext(job_id, self.settings, self.resources.artifacts, attempt)
         heartbeat = _Heartbeat(store, ctx, self.settings)
         heartbeat.start()
         log.info("job %s (%s) started", job_id, self.job_type.name)
@@ -240,6 +269,7 @@ class JobRunner:
                 error=error,
                 artifacts=ctx.produced_artifacts,
                 progress=1.0 if state is JobState.SUCCEEDED else None,
+                attempt=attempt,
             ),
             self.settings.store_retry_s,
         )
@@ -285,6 +315,14 @@ def build_worker_app(
     app.conf.worker_consumer = "conveyor_core.worker.consumer:JobConsumer"
     metrics.declare_series(job_type.name)
     runner = JobRunner(job_type, implementation, settings)
+    if settings.ack_handover_after_s:
+        handover = Handover(
+            lambda: runner.resources.store,
+            job_type.queue,
+            settings.worker_concurrency,
+            settings.ack_handover_after_s,
+        )
+        app.steps["consumer"].add(handover_step(handover))
 
     class JobTask(Task):  # type: ignore[misc]
         def on_failure(
