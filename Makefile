@@ -46,6 +46,10 @@ audit: install ## pip-audit the locked runtime dependencies (needs PyPI's per-ve
 		-r var/requirements-audit.txt --desc on
 	@echo "note: packages listed as 'not found on PyPI' were NOT audited (see docs/guarantees.md)"
 
+.PHONY: docs
+docs: install ## Regenerate docs/job-types.md and docs/configuration.md from the code
+	$(UV) run python docs/build.py
+
 .PHONY: settings-table
 settings-table: install ## Print the README's settings table from the Settings model
 	@$(UV) run python -m conveyor_core.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from typing import Any
@@ -140,3 +141,12 @@ def test_the_application_reads_the_rendered_configuration(values, monkeypatch):
                     }
                     == value
                 )
+
+
+def test_the_configuration_page_says_where_the_chart_sets_each_per_component_setting():
+    build_script = CHART.parents[2] / "docs" / "build.py"
+    spec = importlib.util.spec_from_file_location("docs_build", build_script)
+    assert spec is not None and spec.loader is not None
+    docs_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_build)
+    assert set(docs_build.CHART_SETS) == PER_COMPONENT
