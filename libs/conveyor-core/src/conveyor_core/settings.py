@@ -103,6 +103,44 @@ class Settings(BaseSettings):
         "again if its message was already handed over (see CONVEYOR_ACK_HANDOVER_AFTER_S).",
     )
 
+    # --- live event stream (GET /v1/jobs/{id}/events)
+    events_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between `: keep-alive` comments on an open event stream, so "
+        "proxies keep idle streams open.",
+    )
+    events_poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="SQLite only: how often the gateway looks for new events, in one query "
+        "for all its streams (PostgreSQL pushes them with LISTEN/NOTIFY).",
+    )
+    events_max_streams: int = Field(
+        default=500,
+        ge=1,
+        description="Most event streams one gateway process holds open; beyond it, 503 with "
+        "Retry-After.",
+    )
+    events_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Events of a job are deleted this long after it finished (its state, "
+        "result and output stay on the job).",
+    )
+    events_max_output_lines: int = Field(
+        default=5000,
+        ge=0,
+        description="Most output lines of one cmd.run attempt sent as events; later lines "
+        "are only in the result.",
+    )
+    events_output_interval_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="How long a worker gathers a command's output lines before storing them "
+        "as events, in one write.",
+    )
+
     # --- workers
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
     worker_max_jobs: int = Field(

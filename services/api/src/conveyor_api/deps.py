@@ -8,6 +8,8 @@ from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.settings import Settings
 from fastapi import Depends, Request
 
+from conveyor_api.event_hub import EventHub
+from conveyor_api.event_stream import JobEventStream
 from conveyor_api.service import JobService
 
 
@@ -26,6 +28,18 @@ def get_artifacts(request: Request) -> ArtifactStore:
     return artifacts
 
 
+def get_event_hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.event_hub
+    return hub
+
+
+def get_event_streams(request: Request) -> JobEventStream:
+    streams: JobEventStream = request.app.state.event_streams
+    return streams
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+EventHubDep = Annotated[EventHub, Depends(get_event_hub)]
+EventStreamDep = Annotated[JobEventStream, Depends(get_event_streams)]

@@ -19,18 +19,20 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conveyor_api.auth import KeyVerifier
 from conveyor_api.errors import install_error_handlers
+from conveyor_api.event_hub import EventHub
+from conveyor_api.event_stream import JobEventStream
 from conveyor_api.limits import BodySizeLimit
 from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
-from conveyor_api.routes import compat, files, health, jobs
+from conveyor_api.routes import compat, events, files, health, jobs
 from conveyor_api.service import JobService
 
 log = logging.getLogger("conveyor.api")
 
 DESCRIPTION = """
-Submit long-running jobs, poll their state, fetch their results.
+Submit long-running jobs, poll their state or follow it live, fetch their results.
 
 Job types: `ml.train` (scikit-learn), `cmd.run` (catalog commands, no shell),
 `data.transform` (declarative polars pipelines). A `202` means the job is durably queued.
@@ -65,10 +67,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authentication is OFF (CONVEYOR_AUTH_ENABLED=false): every caller can "
                 "see and cancel every job; use this on localhost only"
             )
+        hub = EventHub(sessions, settings, settings.database_url.get_secret_value())
+        app.state.event_hub = hub
+        app.state.event_streams = JobEventStream(sessions, hub)
         repairs = asyncio.create_task(Maintenance(sessions, publisher, settings).run_forever())
+        event_wakeups = asyncio.create_task(hub.run_forever())
         try:
             yield
         finally:
+            event_wakeups.cancel()
             repairs.cancel()
             await publisher.close()
             await engine.dispose()
@@ -87,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(compat.router)

@@ -6,8 +6,10 @@
   could not be told) is failed with the reason, unless its message was already acked
   (handed over, see conveyor_core.worker.handover): then nothing in RabbitMQ will bring it
   back, so it is queued again while it has attempts left.
-Both are idempotent and guarded by the state they expect, so several gateway replicas may
-run them at once.
+- Events of jobs that finished more than CONVEYOR_EVENTS_RETENTION_S ago are deleted.
+Each state change also stores the job's event, so its live stream (GET
+/v1/jobs/{id}/events) follows. All are idempotent and guarded by the state they expect,
+so several gateway replicas may run them at once.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from datetime import timedelta
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
-from conveyor_core.store import Job, utcnow
-from sqlalchemy import Row, select, update
+from conveyor_core.store import Job, JobEvent, utcnow
+from conveyor_core.store.events import record_events_async, state_event
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conveyor_api.publisher import BrokerUnavailable, JobPublisher
 
 log = logging.getLogger("conveyor.api.maintenance")
 BATCH = 500
+EVENTS_BATCH = 5000  # events deleted per round, so one round never holds a long lock
 
 
 class Maintenance:
@@ -49,6 +53,7 @@ class Maintenance:
                 await self.requeue_stale_handed_over()
                 await self.republish_undispatched()
                 await self.fail_stale_running()
+                await self.prune_events()
             except Exception:  # the store or broker may be down: try again next round
                 log.warning("maintenance round failed", exc_info=True)
 
@@ -71,7 +76,7 @@ class Maintenance:
             log.warning("published %d job(s) whose message was never confirmed", republished)
         return republished
 
-    async def _publish(self, rows: Sequence[Row[uuid.UUID, str]]) -> int:
+    async def _publish(self, rows: Sequence[tuple[uuid.UUID, str]]) -> int:
         """Publish each job's message and mark it dispatched; stop if the broker is down."""
         published = 0
         for job_id, type_name in rows:
@@ -110,10 +115,15 @@ class Maintenance:
                     handed_over_at=None,
                     worker=None,
                     updated_at=now,
+                    event_seq=Job.event_seq + 1,
                 )
-                .returning(Job.id, Job.type)
+                .returning(Job.id, Job.type, Job.attempts, Job.event_seq)
             )
-            rows = result.all()
+            requeued = result.all()
+            for job in requeued:
+                event = state_event(JobState.QUEUED, job.attempts)
+                await record_events_async(session, job.id, job.event_seq, [event])
+        rows = [(job.id, job.type) for job in requeued]
         if rows:
             log.warning("queued again %d handed-over job(s) whose worker was lost", len(rows))
         # A job left unpublished here (broker down) is sent by republish_undispatched.
@@ -122,19 +132,50 @@ class Maintenance:
     async def fail_stale_running(self) -> int:
         now = utcnow()
         cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
+        error = (
+            f"no heartbeat for {self.settings.stale_job_after_s:g} s: its worker "
+            "stopped reporting (lost, or cut off from the job store)"
+        )
+        async with self.sessions.begin() as session:
+            failed = (
+                await session.execute(
+                    update(Job)
+                    .where(Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff)
+                    .values(
+                        state=JobState.FAILED,
+                        finished_at=now,
+                        updated_at=now,
+                        error=error,
+                        event_seq=Job.event_seq + 1,
+                    )
+                    .returning(Job.id, Job.attempts, Job.event_seq)
+                )
+            ).all()
+            for job in failed:
+                event = state_event(JobState.FAILED, job.attempts, error)
+                await record_events_async(session, job.id, job.event_seq, [event])
+        if failed:
+            log.warning("failed %d running job(s) without a heartbeat", len(failed))
+        return len(failed)
+
+    async def prune_events(self) -> int:
+        """Delete one batch of the events of jobs finished before the retention period."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.events_retention_s)
+        # An event older than the cutoff whose job also finished before it: the index on
+        # created_at keeps this from reading the events of recent jobs.
+        expired = (
+            select(JobEvent.id)
+            .join(Job, Job.id == JobEvent.job_id)
+            .where(JobEvent.created_at < cutoff, Job.finished_at < cutoff)
+            .limit(EVENTS_BATCH)
+        )
         async with self.sessions.begin() as session:
             result = await session.execute(
-                update(Job)
-                .where(Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff)
-                .values(
-                    state=JobState.FAILED,
-                    finished_at=now,
-                    updated_at=now,
-                    error=f"no heartbeat for {self.settings.stale_job_after_s:g} s: its worker "
-                    "stopped reporting (lost, or cut off from the job store)",
-                )
+                delete(JobEvent)
+                .where(JobEvent.id.in_(expired))
+                .execution_options(synchronize_session=False)
             )
-        failed: int = result.rowcount  # type: ignore[attr-defined]
-        if failed:
-            log.warning("failed %d running job(s) without a heartbeat", failed)
-        return failed
+        pruned: int = result.rowcount  # type: ignore[attr-defined]
+        if pruned:
+            log.info("deleted %d event(s) of jobs finished long ago", pruned)
+        return pruned

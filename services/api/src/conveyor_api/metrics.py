@@ -31,6 +31,10 @@ PUBLISH_SECONDS = Histogram(
     buckets=REQUEST_SECONDS_BUCKETS,
 )
 BROKER_CONNECTED = Gauge("conveyor_gateway_broker_connected", "1 while RabbitMQ is connected.")
+EVENT_STREAMS_OPEN = Gauge(
+    "conveyor_event_streams_open",
+    "Event streams (GET /v1/jobs/{id}/events) this gateway process holds open.",
+)
 
 SUBMISSION_PATHS = {"/v1/jobs", "/train", "/execute", "/transform"}
 

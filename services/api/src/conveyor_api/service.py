@@ -14,6 +14,7 @@ from typing import Any
 from conveyor_core.jobs import AdmissionDenied, JobType
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
+from conveyor_core.store.events import record_events_async, state_event
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -243,20 +244,28 @@ class JobService:
         if job is None:
             return CancelOutcome.NOT_FOUND, None
         now = utcnow()
+        error = "cancelled by request"
         async with self.sessions.begin() as session:
-            queued = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.QUEUED)
-                .values(
-                    state=JobState.CANCELLED,
-                    cancel_requested=True,
-                    finished_at=now,
-                    updated_at=now,
-                    error="cancelled by request",
+            queued = (
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                    .values(
+                        state=JobState.CANCELLED,
+                        cancel_requested=True,
+                        finished_at=now,
+                        updated_at=now,
+                        error=error,
+                        event_seq=Job.event_seq + 1,
+                    )
+                    .returning(Job.attempts, Job.event_seq)
                 )
-            )
+            ).one_or_none()
             outcome = CancelOutcome.CANCELLED
-            if queued.rowcount == 0:  # type: ignore[attr-defined]
+            if queued is not None:  # its event stream ends here; a running job's, at its worker
+                cancelled = state_event(JobState.CANCELLED, queued.attempts, error)
+                await record_events_async(session, job_id, queued.event_seq, [cancelled])
+            else:
                 running = await session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.state == JobState.RUNNING)

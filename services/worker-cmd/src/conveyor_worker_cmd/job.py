@@ -53,6 +53,7 @@ def run(params: CommandParams, ctx: JobContext) -> CommandResult:
                 limits=limits,
                 stdin=stdin,
                 stop_grace_s=_cancel_grace_s(settings),
+                on_line=ctx.emit_output,  # lines reach the job's event stream as printed
             )
         except SandboxError as error:
             raise JobFailed(str(error)) from error
@@ -114,12 +115,17 @@ def _wait_for_exit(sandbox: Sandbox, ctx: JobContext, timeout_s: float) -> bool:
     started = time.monotonic()
     deadline = started + timeout_s
     next_report = started + PROGRESS_INTERVAL_S
+    output_interval = ctx.settings.events_output_interval_s
+    next_output = started + output_interval
     timed_out = False
     while sandbox.step(POLL_INTERVAL_S):
         now = time.monotonic()
         if now >= deadline and not timed_out:
             timed_out = True
             sandbox.stop(TIMEOUT_KILL_GRACE_S)
+        if now >= next_output:
+            ctx.flush_output()  # the lines printed since the last flush, in one write
+            next_output = now + output_interval
         if now >= next_report:
             # Raises JobCancelled on a cancel; the sandbox's exit then kills the command.
             ctx.report_progress(_running_progress(now - started, timeout_s))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from conveyor_worker_cmd.proctree import PR_SET_PDEATHSIG, ProcessTree, prctl
-from conveyor_worker_cmd.streams import StreamPump
+from conveyor_worker_cmd.streams import LineHandler, StreamPump
 
 LOOKUP_PATH = "/usr/local/bin:/usr/bin:/bin"
 CHILD_PATH = "/usr/bin:/bin"
@@ -164,6 +164,7 @@ class Sandbox:
         limits: Limits,
         stdin: bytes | None,
         stop_grace_s: float,
+        on_line: LineHandler | None = None,
     ) -> None:
         self.stop_grace_s = stop_grace_s
         self._lock = threading.Lock()
@@ -179,6 +180,7 @@ class Sandbox:
             self._proc.stderr,
             stdin or b"",
             limits.max_output_bytes,
+            on_line,
         )
 
     @property

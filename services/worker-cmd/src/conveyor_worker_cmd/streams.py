@@ -6,20 +6,54 @@ import contextlib
 import os
 import selectors
 import time
+from collections.abc import Callable
 from typing import IO
+
+from conveyor_core.events import MAX_OUTPUT_LINE_BYTES, OutputStream
 
 _READ_CHUNK = 64 * 1024
 _WRITE_CHUNK = 64 * 1024
 
+# Called with each complete line (without its line break) as soon as it is read.
+LineHandler = Callable[[OutputStream, str], None]
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines as it arrives; a line longer than `max_line_bytes` is
+    passed on in pieces, so a child that never prints a newline cannot grow the buffer."""
+
+    def __init__(self, on_line: Callable[[str], None], max_line_bytes: int) -> None:
+        self.on_line = on_line
+        self.max_line_bytes = max_line_bytes
+        self._partial = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._partial += chunk
+        while (end := self._partial.find(b"\n")) != -1 or len(self._partial) > self.max_line_bytes:
+            cut = end if 0 <= end <= self.max_line_bytes else self.max_line_bytes
+            self._emit(bytes(self._partial[:cut]))
+            del self._partial[: cut + 1 if cut == end else cut]
+
+    def close(self) -> None:
+        """The stream ended: pass on a last line that had no line break."""
+        if self._partial:
+            self._emit(bytes(self._partial))
+            self._partial.clear()
+
+    def _emit(self, raw: bytes) -> None:
+        self.on_line(raw.removesuffix(b"\r").decode("utf-8", errors="replace"))
+
 
 class Capture:
     """The first `limit` bytes of a stream; the rest is read and dropped, so the child never
-    blocks on a full pipe and the worker never holds more than `limit`."""
+    blocks on a full pipe and the worker never holds more than `limit`. With `lines`, every
+    line is also passed on as it is read, for the job's live event stream."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, lines: LineSplitter | None = None) -> None:
         self.limit = limit
         self.data = bytearray()
         self.truncated = False
+        self.lines = lines
 
     def feed(self, chunk: bytes) -> None:
         room = self.limit - len(self.data)
@@ -27,6 +61,12 @@ class Capture:
             self.truncated = True
         if room > 0:
             self.data += chunk[:room]
+        if self.lines is not None:
+            self.lines.feed(chunk)
+
+    def end(self) -> None:
+        if self.lines is not None:
+            self.lines.close()
 
 
 class StreamPump:
@@ -39,9 +79,10 @@ class StreamPump:
         stderr: IO[bytes],
         stdin_data: bytes,
         limit: int,
+        on_line: LineHandler | None = None,
     ) -> None:
-        self.stdout = Capture(limit)
-        self.stderr = Capture(limit)
+        self.stdout = Capture(limit, _splitter(on_line, "stdout"))
+        self.stderr = Capture(limit, _splitter(on_line, "stderr"))
         self._selector = selectors.DefaultSelector()
         self._files: list[IO[bytes]] = [stdout, stderr]
         self._selector.register(stdout, selectors.EVENT_READ, self.stdout)
@@ -74,6 +115,8 @@ class StreamPump:
             self.pump(remaining)
 
     def close(self) -> None:
+        self.stdout.end()  # a child that left its pipes open still gets its last line out
+        self.stderr.end()
         for file in self._files:
             with contextlib.suppress(OSError):
                 file.close()
@@ -91,6 +134,7 @@ class StreamPump:
         if chunk:
             capture.feed(chunk)
         else:
+            capture.end()
             self._finish(file)
 
     def _write(self, stdin: IO[bytes]) -> None:
@@ -109,3 +153,9 @@ class StreamPump:
         self._selector.unregister(file)
         with contextlib.suppress(OSError):
             file.close()
+
+
+def _splitter(on_line: LineHandler | None, stream: OutputStream) -> LineSplitter | None:
+    if on_line is None:
+        return None
+    return LineSplitter(lambda line: on_line(stream, line), MAX_OUTPUT_LINE_BYTES)

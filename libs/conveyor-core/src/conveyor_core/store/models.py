@@ -6,7 +6,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -71,6 +83,9 @@ class Job(Base):
     # Set when a long job's worker acked its message before RabbitMQ's consumer_timeout:
     # from then on the heartbeat reaper, not a redelivery, recovers the job if it is lost.
     handed_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Number of the job's latest event (job_events.seq), raised in the very write that
+    # stores the event: the row lock orders a job's events as their writes commit.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_jobs_created", "created_at", "id"),
@@ -79,6 +94,29 @@ class Job(Base):
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
         Index("ix_jobs_owner_state", "owner", "state"),
         Index("ix_jobs_state_dispatched", "state", "dispatched_at"),
+    )
+
+
+class JobEvent(Base):
+    """One entry of a job's live progress stream (GET /v1/jobs/{id}/events)."""
+
+    __tablename__ = "job_events"
+
+    # Store-wide and never reused (AUTOINCREMENT on SQLite), so the gateway's SQLite poll
+    # can follow every job's events with one cursor.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # the SSE id: 1, 2, 3... within one job
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ux_job_events_job_seq", "job_id", "seq", unique=True),
+        Index("ix_job_events_created", "created_at"),
+        {"sqlite_autoincrement": True},
     )
 
 

@@ -1,7 +1,8 @@
 """The job state changes a worker makes, each one guarded by the state it expects.
 
 Every write names the state it comes from, so a late or duplicate delivery cannot
-undo a cancel or run a finished job twice.
+undo a cancel or run a finished job twice. Each change also stores the job's event for
+its live progress stream, in the same transaction (see store/events.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_, select, update
 
+from conveyor_core.events import EventKind, OutputStream
 from conveyor_core.states import JobState
+from conveyor_core.store.events import NewEvent, progress_event, record_events, state_event
 from conveyor_core.store.models import Job, utcnow
 
 
@@ -24,6 +27,13 @@ class Claim:
     attempts: int
     cancel_requested: bool
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    stream: OutputStream
+    line: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -64,13 +74,23 @@ class WorkerJobStore:
                 updated_at=now,
                 worker=worker,
                 handed_over_at=None,
+                event_seq=Job.event_seq + 1,
             )
-            .returning(Job.type, Job.params, Job.attempts, Job.cancel_requested, Job.created_at)
+            .returning(
+                Job.type,
+                Job.params,
+                Job.attempts,
+                Job.cancel_requested,
+                Job.created_at,
+                Job.event_seq,
+            )
         )
         with self.engine.begin() as connection:
             row = connection.execute(statement).one_or_none()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            running = state_event(JobState.RUNNING, row.attempts)
+            record_events(connection, job_id, row.event_seq, [running])
         return Claim(
             type=row.type,
             params=row.params,
@@ -86,21 +106,35 @@ class WorkerJobStore:
             ).scalar_one_or_none()
         return state
 
-    def beat(self, job_id: uuid.UUID, progress: float, attempt: int | None = None) -> Beat:
+    def beat(
+        self,
+        job_id: uuid.UUID,
+        progress: float,
+        attempt: int | None = None,
+        *,
+        progress_changed: bool = False,
+    ) -> Beat:
         """Record liveness and progress; tell the runner whether a cancel was asked for.
 
         With `attempt`, only that attempt's run counts as alive: a run the reaper gave up on
         (its job queued again and claimed by another worker) learns that it must stop.
+        `progress_changed` also stores a progress event for the job's live stream.
         """
         now = utcnow()
+        values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now, "progress": progress}
+        events = [progress_event(progress)] if progress_changed else []
+        if events:
+            values["event_seq"] = Job.event_seq + 1
         statement = (
             update(Job)
             .where(Job.id == job_id, Job.state == JobState.RUNNING, *_of_attempt(attempt))
-            .values(heartbeat_at=now, updated_at=now, progress=progress)
-            .returning(Job.cancel_requested)
+            .values(**values)
+            .returning(Job.cancel_requested, Job.event_seq)
         )
         with self.engine.begin() as connection:
             row = connection.execute(statement).one_or_none()
+            if row is not None:
+                record_events(connection, job_id, row.event_seq, events)
         if row is None:
             return Beat(still_running=False, cancel_requested=True)
         return Beat(still_running=True, cancel_requested=bool(row.cancel_requested))
@@ -134,6 +168,7 @@ class WorkerJobStore:
             "error": error,
             "finished_at": now,
             "updated_at": now,
+            "event_seq": Job.event_seq + 1,
         }
         if artifacts is not None:
             values["artifacts"] = artifacts
@@ -143,9 +178,39 @@ class WorkerJobStore:
             update(Job)
             .where(Job.id == job_id, Job.state == JobState.RUNNING, *_of_attempt(attempt))
             .values(**values)
+            .returning(Job.attempts, Job.event_seq)
         )
         with self.engine.begin() as connection:
-            return connection.execute(statement).rowcount == 1
+            row = connection.execute(statement).one_or_none()
+            if row is None:
+                return False
+            record_events(
+                connection, job_id, row.event_seq, [state_event(state, row.attempts, error)]
+            )
+        return True
+
+    def append_output(
+        self, job_id: uuid.UUID, lines: list[OutputLine], attempt: int | None = None
+    ) -> bool:
+        """Store output lines as events while the job (this attempt) runs; False once not."""
+        if not lines:
+            return True
+        statement = (
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING, *_of_attempt(attempt))
+            .values(event_seq=Job.event_seq + len(lines))
+            .returning(Job.event_seq)
+        )
+        events = [
+            NewEvent(EventKind.OUTPUT, {"stream": line.stream, "line": line.line}, line.at)
+            for line in lines
+        ]
+        with self.engine.begin() as connection:
+            row = connection.execute(statement).one_or_none()
+            if row is None:
+                return False
+            record_events(connection, job_id, row.event_seq, events)
+        return True
 
 
 def _of_attempt(attempt: int | None) -> list[ColumnElement[bool]]:

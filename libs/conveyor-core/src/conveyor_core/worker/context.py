@@ -1,14 +1,23 @@
-"""The handle a job implementation gets: progress, cancellation, artifacts, settings."""
+"""The handle a job implementation gets: progress, output, cancellation, artifacts, settings."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
 from conveyor_core.artifacts import ArtifactStore, job_artifact_path
+from conveyor_core.events import OutputStream
 from conveyor_core.settings import Settings
+from conveyor_core.store.models import utcnow
+from conveyor_core.store.worker_ops import OutputLine
+
+log = logging.getLogger("conveyor.worker")
+
+# Stores a batch of one attempt's output lines as events (WorkerJobStore.append_output).
+OutputSink = Callable[[uuid.UUID, list[OutputLine], int], object]
 
 
 class JobFailed(Exception):
@@ -21,7 +30,12 @@ class JobCancelled(Exception):
 
 class JobContext:
     def __init__(
-        self, job_id: uuid.UUID, settings: Settings, artifacts: ArtifactStore, attempt: int = 1
+        self,
+        job_id: uuid.UUID,
+        settings: Settings,
+        artifacts: ArtifactStore,
+        attempt: int = 1,
+        output_sink: OutputSink | None = None,
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt  # which run of the job this is; fences off a superseded run
@@ -32,6 +46,10 @@ class JobContext:
         self._produced: list[str] = []
         self._cancel_callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self._output_sink = output_sink
+        self._pending_output: list[OutputLine] = []
+        self._output_lines = 0
+        self._flush_lock = threading.Lock()  # one batch at a time keeps lines in order
 
     # --- progress
     def report_progress(self, fraction: float) -> None:
@@ -42,6 +60,35 @@ class JobContext:
     @property
     def progress(self) -> float:
         return self._progress
+
+    # --- output, for the live event stream
+    def emit_output(self, stream: OutputStream, line: str) -> bool:
+        """Queue one line the job printed; `flush_output` stores what is queued as events.
+
+        Only the first CONVEYOR_EVENTS_MAX_OUTPUT_LINES lines of a run are kept, so a
+        chatty command cannot flood the job store; the result still has the full output.
+        False once that many were queued: the caller may stop producing lines.
+        """
+        with self._lock:
+            if self._output_lines >= self.settings.events_max_output_lines:
+                return False
+            self._output_lines += 1
+            self._pending_output.append(OutputLine(stream, line, utcnow()))
+            return self._output_lines < self.settings.events_max_output_lines
+
+    def flush_output(self) -> None:
+        """Store the queued output lines. A failed write drops them: the stream is a view."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending_output = self._pending_output, []
+            if not batch or self._output_sink is None:
+                return
+            try:
+                self._output_sink(self.job_id, batch, self.attempt)
+            except Exception:
+                log.warning(
+                    "job %s: %d output line(s) not stored", self.job_id, len(batch), exc_info=True
+                )
 
     # --- cancellation
     def check_cancelled(self) -> None:

@@ -98,12 +98,20 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         cancel_deadline: float | None = None
+        synced_progress = 0.0
         while not self._stop_event.wait(self.interval):
+            progress = self.ctx.progress
             try:
-                beat = self.store.beat(self.ctx.job_id, self.ctx.progress, self.ctx.attempt)
+                beat = self.store.beat(
+                    self.ctx.job_id,
+                    progress,
+                    self.ctx.attempt,
+                    progress_changed=progress != synced_progress,
+                )
             except Exception:  # the store may be restarting; the next beat retries
                 log.warning("heartbeat for job %s failed", self.ctx.job_id, exc_info=True)
                 continue
+            synced_progress = progress
             if beat.cancel_requested and cancel_deadline is None:
                 log.info("job %s: cancel requested, stopping it", self.ctx.job_id)
                 cancel_deadline = time.monotonic() + self.grace
@@ -236,7 +244,9 @@ class JobRunner:
             time.sleep(interval)
 
     def _run(self, job_id: uuid.UUID, params: Any, store: WorkerJobStore, attempt: int) -> None:
-        ctx = JobContext(job_id, self.settings, self.resources.artifacts, attempt)
+        ctx = JobContext(
+            job_id, self.settings, self.resources.artifacts, attempt, store.append_output
+        )
         heartbeat = _Heartbeat(store, ctx, self.settings)
         heartbeat.start()
         log.info("job %s (%s) started", job_id, self.job_type.name)
@@ -260,6 +270,7 @@ class JobRunner:
         finally:
             heartbeat.stop()
             in_progress.dec()
+            ctx.flush_output()  # the last lines are stored before the final state
         self._count_outcome(state, time.monotonic() - started)
         _retrying(
             lambda: store.finish(

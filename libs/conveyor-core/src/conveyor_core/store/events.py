@@ -1,0 +1,88 @@
+"""Writing a job's events: numbered rows, stored in the transaction that changes the job.
+
+Whoever changes a job (a worker, the gateway's cancel, the maintenance loop) raises
+`jobs.event_seq` by the number of events in the same UPDATE, then stores the events with
+the numbers that UPDATE returned. The row lock the UPDATE takes orders one job's events
+as their transactions commit, so a reader that saw event n has seen every event before it.
+On PostgreSQL the same transaction sends a NOTIFY (delivered at commit) to wake gateways.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Executable, func, insert, select
+
+from conveyor_core.events import NOTIFY_CHANNEL, EventKind
+from conveyor_core.states import JobState
+from conveyor_core.store.models import JobEvent, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be stored; `data` is its JSON without `at` (the row's created_at)."""
+
+    kind: EventKind
+    data: dict[str, Any]
+    at: datetime
+
+
+def state_event(state: JobState, attempts: int, error: str | None = None) -> NewEvent:
+    # A succeeded event's result is read from the job row when it is sent, not copied here.
+    return NewEvent(
+        EventKind.STATE, {"state": state.value, "attempts": attempts, "error": error}, utcnow()
+    )
+
+
+def progress_event(progress: float) -> NewEvent:
+    return NewEvent(EventKind.PROGRESS, {"progress": progress}, utcnow())
+
+
+def event_rows(
+    job_id: uuid.UUID, last_seq: int, events: Sequence[NewEvent]
+) -> list[dict[str, Any]]:
+    """Rows for `events`, numbered so that the last one is `last_seq`."""
+    first = last_seq - len(events) + 1
+    return [
+        {
+            "job_id": job_id,
+            "seq": first + i,
+            "kind": e.kind.value,
+            "data": e.data,
+            "created_at": e.at,
+        }
+        for i, e in enumerate(events)
+    ]
+
+
+def notify(job_id: uuid.UUID) -> Executable:
+    return select(func.pg_notify(NOTIFY_CHANNEL, str(job_id)))
+
+
+def record_events(
+    connection: Connection, job_id: uuid.UUID, last_seq: int, events: Sequence[NewEvent]
+) -> None:
+    """Store `events` in the caller's transaction (sync: workers)."""
+    if not events:
+        return
+    connection.execute(insert(JobEvent), event_rows(job_id, last_seq, events))
+    if connection.dialect.name == "postgresql":
+        connection.execute(notify(job_id))
+
+
+async def record_events_async(
+    session: AsyncSession, job_id: uuid.UUID, last_seq: int, events: Sequence[NewEvent]
+) -> None:
+    """Store `events` in the caller's transaction (async: the gateway)."""
+    if not events:
+        return
+    await session.execute(insert(JobEvent), event_rows(job_id, last_seq, events))
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(notify(job_id))
