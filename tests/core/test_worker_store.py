@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conveyor_core.states import JobState
-from conveyor_core.store import Job
+from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.migrate import upgrade_to_head
-from conveyor_core.store.worker_ops import WorkerJobStore
+from conveyor_core.store.worker_ops import OutputLine, WorkerJobStore
+from sqlalchemy import select
 from support.rows import insert_job
 from support.stack import postgres_database
 
@@ -62,3 +64,62 @@ def test_heartbeat_reports_a_cancel_request_and_progress(store):
 
 def test_unknown_job_is_not_claimed(store):
     assert store.claim(uuid.uuid4(), "w1") is None
+
+
+def _events(store: WorkerJobStore, job_id: uuid.UUID) -> list[tuple[int, str, dict]]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(JobEvent.seq, JobEvent.kind, JobEvent.data)
+            .where(JobEvent.job_id == job_id)
+            .order_by(JobEvent.seq)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_each_change_stores_its_event_numbered_in_the_same_write(store):
+    job_id = _queued_job(store)
+    store.claim(job_id, "w1")
+    store.beat(job_id, 0.0)  # liveness only: no event
+    store.beat(job_id, 0.5, progress_changed=True)
+    assert store.append_output(
+        job_id, [OutputLine("stdout", "hello", utcnow()), OutputLine("stderr", "oops", utcnow())]
+    )
+    assert store.finish(job_id, JobState.FAILED, error="boom")
+    # Nothing is added once the job is final: not a late line, not a duplicate outcome.
+    assert not store.append_output(job_id, [OutputLine("stdout", "late", utcnow())])
+    assert not store.finish(job_id, JobState.SUCCEEDED)
+    assert _events(store, job_id) == [
+        (1, "state", {"state": "running", "attempts": 1, "error": None}),
+        (2, "progress", {"progress": 0.5}),
+        (3, "output", {"stream": "stdout", "line": "hello"}),
+        (4, "output", {"stream": "stderr", "line": "oops"}),
+        (5, "state", {"state": "failed", "attempts": 1, "error": "boom"}),
+    ]
+    with store.engine.connect() as connection:
+        assert connection.scalar(select(Job.event_seq).where(Job.id == job_id)) == 5
+
+
+def test_concurrent_writers_number_one_jobs_events_without_gap_or_clash(store):
+    # The heartbeat thread and the job's output flushes write at the same time.
+    job_id = _queued_job(store)
+    store.claim(job_id, "w1")
+
+    def write(worker: int) -> None:
+        for i in range(20):
+            if worker == 0:
+                store.beat(job_id, i / 20, progress_changed=True)
+            else:
+                line = OutputLine("stdout", f"{worker}:{i}", utcnow())
+                store.append_output(job_id, [line, line])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, range(4)))
+    events = _events(store, job_id)
+    assert [seq for seq, _, _ in events] == list(range(1, 1 + 1 + 20 + 3 * 20 * 2))
+    for worker in (1, 2, 3):  # each writer's lines are in the order it wrote them
+        mine = [
+            data["line"]
+            for _, kind, data in events
+            if data.get("line", "").startswith(f"{worker}:")
+        ]
+        assert mine == [f"{worker}:{i}" for i in range(20) for _ in range(2)]

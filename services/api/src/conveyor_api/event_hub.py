@@ -52,6 +52,7 @@ class Subscription:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Set when the job is final: the stream checks whether it must end without an event.
     check_final: bool = False
+    closing: bool = False  # the server is shutting down: end the stream now
 
     def wake(self, check_final: bool = False) -> None:
         self.check_final |= check_final

@@ -9,12 +9,14 @@ nothing and repeats nothing.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+import anyio
 from conveyor_core.events import EventKind, OutputEvent, ProgressEvent, StateEvent
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent
@@ -53,6 +55,12 @@ def state_payload(
     return event.model_dump_json(exclude=None if succeeded else {"result"})
 
 
+async def _ring_on(shutdown: anyio.Event, subscription: Subscription) -> None:
+    await shutdown.wait()
+    subscription.closing = True
+    subscription.wakeup.set()
+
+
 def is_final(event: JobEvent) -> bool:
     return event.kind == EventKind.STATE and JobState(event.data["state"]).is_final
 
@@ -62,25 +70,47 @@ class JobEventStream:
         self.sessions = sessions
         self.hub = hub
 
-    async def follow(self, job: Job, last_event_id: int | None) -> AsyncIterator[ServerSentEvent]:
-        """The events of `job` (as read for the request) for one client, until it ends."""
+    async def has_ended_for(self, job: Job, last_event_id: int) -> bool:
+        """True when a client that saw `last_event_id` already has `job`'s final event."""
+        if not JobState(job.state).is_final or last_event_id < job.event_seq:
+            return False
+        if last_event_id > job.event_seq:
+            return True  # it had the final event derived for a job that ended without one
+        async with self.sessions() as session:
+            latest = await session.scalar(
+                select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.seq == job.event_seq)
+            )
+        return latest is not None and is_final(latest)
+
+    async def follow(
+        self, job: Job, last_event_id: int | None, shutdown: anyio.Event
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The events of `job` (as read for the request) for one client, until it ends.
+
+        `shutdown` is set when the server stops: the stream then ends cleanly, and the
+        client resumes from its Last-Event-ID on another gateway.
+        """
         with self.hub.subscribe(job.id) as subscription:
-            if last_event_id is None:
-                yield snapshot(job)
-                if JobState(job.state).is_final:
-                    return
-                last = job.event_seq
-            else:
-                last = last_event_id
-                # It may have finished while the client was away, its history pruned since.
-                subscription.check_final = True
-            async for event in self._from(job.id, last, subscription):
-                yield event
+            ring_on_shutdown = asyncio.create_task(_ring_on(shutdown, subscription))
+            try:
+                if last_event_id is None:
+                    yield snapshot(job)
+                    if JobState(job.state).is_final:
+                        return
+                    last = job.event_seq
+                else:
+                    last = last_event_id
+                    # It may have finished while the client was away, its history pruned.
+                    subscription.check_final = True
+                async for event in self._from(job.id, last, subscription):
+                    yield event
+            finally:
+                ring_on_shutdown.cancel()
 
     async def _from(
         self, job_id: uuid.UUID, last: int, subscription: Subscription
     ) -> AsyncIterator[ServerSentEvent]:
-        while True:
+        while not subscription.closing:
             subscription.wakeup.clear()  # before reading: a ring during the read is kept
             check_final, subscription.check_final = subscription.check_final, False
             events = await self._events_after(job_id, last, READ_BATCH)
@@ -110,19 +140,16 @@ class JobEventStream:
         """
         async with self.sessions() as session:
             job = await session.get(Job, job_id)
-            if job is None:
-                return []  # the row is gone: nothing will ever come
-            if not JobState(job.state).is_final:
-                return _Ending.KEEP_WAITING
-            if job.event_seq > last:
-                if await self._events_after(job_id, last, 1):
-                    return _Ending.READ_AGAIN  # stored after this stream last read
-                return [snapshot(job)]  # deleted by retention: the snapshot replaces them
-            latest = await session.scalar(
-                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq == job.event_seq)
-            )
-        if (latest is not None and is_final(latest)) or last > job.event_seq:
-            return []  # the client has the final event already
+        if job is None:
+            return []  # the row is gone: nothing will ever come
+        if not JobState(job.state).is_final:
+            return _Ending.KEEP_WAITING
+        if job.event_seq > last:
+            if await self._events_after(job_id, last, 1):
+                return _Ending.READ_AGAIN  # stored after this stream last read
+            return [snapshot(job)]  # deleted by retention: the snapshot replaces them
+        if await self.has_ended_for(job, last):
+            return []
         # The job ended without a final event (a worker of an older release wrote it): the
         # event is derived from the row, numbered as the next one would be, the same on
         # every gateway.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, status
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
@@ -16,6 +17,7 @@ from conveyor_api.event_stream import SEPARATOR
 from conveyor_api.schemas import Problem
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+SHUTDOWN_GRACE_S = 2.0  # on server stop, streams end cleanly within this (uvicorn allows 20 s)
 
 STREAM_DESCRIPTION = """\
 `text/event-stream`. Each event has `id` (usable as `Last-Event-ID`), `event` and
@@ -39,6 +41,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": STREAM_DESCRIPTION,
         "content": {"text/event-stream": {"schema": {"type": "string"}, "example": EXAMPLE_STREAM}},
     },
+    204: {"description": "Last-Event-ID is the job's final event: nothing more will come"},
     404: {"model": Problem, "description": "No such job"},
     503: {"model": Problem, "description": "This gateway holds its most streams; retry later"},
 }
@@ -79,10 +82,13 @@ async def job_events(
             description="Resume after this event: every later event is sent, none twice.",
         ),
     ] = None,
-) -> EventSourceResponse:
+) -> Response:
     job = await jobs.get(job_id, caller.owner_filter)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    if last_event_id is not None and await streams.has_ended_for(job, last_event_id):
+        # The client saw the final event; 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     try:
         slot = hub.open_stream()
     except StreamsExhausted as error:
@@ -91,10 +97,13 @@ async def job_events(
             detail=f"{error}; retry later, or poll GET /v1/jobs/{job_id}",
             headers={"Retry-After": "5"},
         ) from error
+    shutdown = anyio.Event()
     return JobEventResponse(
-        streams.follow(job, last_event_id),
+        streams.follow(job, last_event_id, shutdown),
         slot=slot,
         ping=settings.events_keepalive_s,
         ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SEPARATOR),
         sep=SEPARATOR,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
