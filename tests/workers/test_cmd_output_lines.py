@@ -72,9 +72,28 @@ def test_only_the_first_lines_of_a_chatty_command_are_kept(tmp_path: Path) -> No
 
 def test_lines_are_cut_at_line_breaks_and_at_the_length_cap() -> None:
     lines: list[str] = []
-    splitter = LineSplitter(lines.append, max_line_bytes=8)
-    for chunk in (b"one\r\ntw", b"o\n", b"x" * 20, b"\nlast", "é".encode()[:1]):
+
+    def keep(line: str) -> bool:
+        lines.append(line)
+        return True
+
+    splitter = LineSplitter(keep, max_line_bytes=8)
+    for chunk in (b"one\r\ntw", b"o\n\n", b"x" * 20, b"\nlast", "é".encode()[:1]):
         splitter.feed(chunk)
-    assert lines == ["one", "two", "x" * 8, "x" * 8, "xxxx"]
+    assert lines == ["one", "two", "", "x" * 8, "x" * 8, "xxxx"]
     splitter.close()
     assert lines[-1] == "last\ufffd"  # an unfinished character is replaced, not raised
+
+
+def test_no_line_is_split_off_once_the_receiver_declines() -> None:
+    lines: list[str] = []
+
+    def two_only(line: str) -> bool:
+        lines.append(line)
+        return len(lines) < 2
+
+    splitter = LineSplitter(two_only, max_line_bytes=8)
+    splitter.feed(b"a\nb\nc\n" + b"y" * 100)
+    splitter.feed(b"\nd\n")
+    splitter.close()
+    assert lines == ["a", "b"]

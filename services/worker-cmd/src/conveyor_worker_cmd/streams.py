@@ -14,34 +14,46 @@ from conveyor_core.events import MAX_OUTPUT_LINE_BYTES, OutputStream
 _READ_CHUNK = 64 * 1024
 _WRITE_CHUNK = 64 * 1024
 
-# Called with each complete line (without its line break) as soon as it is read.
-LineHandler = Callable[[OutputStream, str], None]
+# Called with each complete line (without its line break) as soon as it is read; answers
+# False once it wants no more lines (the job's output-event cap is reached).
+LineHandler = Callable[[OutputStream, str], bool]
 
 
 class LineSplitter:
     """Cuts a byte stream into lines as it arrives; a line longer than `max_line_bytes` is
-    passed on in pieces, so a child that never prints a newline cannot grow the buffer."""
+    passed on in pieces, so a child that never prints a newline cannot grow the buffer.
+    Once `on_line` declines a line, the rest of the stream is not even split."""
 
-    def __init__(self, on_line: Callable[[str], None], max_line_bytes: int) -> None:
+    def __init__(self, on_line: Callable[[str], bool], max_line_bytes: int) -> None:
         self.on_line = on_line
         self.max_line_bytes = max_line_bytes
         self._partial = bytearray()
+        self._declined = False
 
     def feed(self, chunk: bytes) -> None:
-        self._partial += chunk
-        while (end := self._partial.find(b"\n")) != -1 or len(self._partial) > self.max_line_bytes:
-            cut = end if 0 <= end <= self.max_line_bytes else self.max_line_bytes
-            self._emit(bytes(self._partial[:cut]))
-            del self._partial[: cut + 1 if cut == end else cut]
+        if self._declined:
+            return
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
+        for line in complete:
+            self._emit(line)
+        while len(self._partial) > self.max_line_bytes and not self._declined:
+            self._emit(self._partial[: self.max_line_bytes])
+            del self._partial[: self.max_line_bytes]
 
     def close(self) -> None:
         """The stream ended: pass on a last line that had no line break."""
         if self._partial:
-            self._emit(bytes(self._partial))
-            self._partial.clear()
+            self._emit(self._partial)
+            self._partial = bytearray()
 
-    def _emit(self, raw: bytes) -> None:
-        self.on_line(raw.removesuffix(b"\r").decode("utf-8", errors="replace"))
+    def _emit(self, raw: bytes | bytearray) -> None:
+        for start in range(0, max(len(raw), 1), self.max_line_bytes):
+            if self._declined:
+                return
+            piece = bytes(raw[start : start + self.max_line_bytes]).removesuffix(b"\r")
+            if not self.on_line(piece.decode("utf-8", errors="replace")):
+                self._declined = True
+                self._partial = bytearray()
 
 
 class Capture:
