@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import anyio
+from conveyor_core.events import EventKind
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
@@ -36,10 +37,23 @@ EXAMPLE_STREAM = (
     '"result":{...},"at":"..."}\n\n'
 )
 
+# One item per event (OpenAPI 3.2's itemSchema for text/event-stream); comments are not items.
+EVENT_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "For Last-Event-ID"},
+        "event": {"type": "string", "enum": [kind.value for kind in EventKind]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": STREAM_DESCRIPTION,
-        "content": {"text/event-stream": {"schema": {"type": "string"}, "example": EXAMPLE_STREAM}},
+        "content": {
+            "text/event-stream": {"itemSchema": EVENT_ITEM_SCHEMA, "example": EXAMPLE_STREAM}
+        },
     },
     204: {"description": "Last-Event-ID is the job's final event: nothing more will come"},
     404: {"model": Problem, "description": "No such job"},
