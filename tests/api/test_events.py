@@ -289,6 +289,24 @@ def test_a_job_failed_by_the_gateway_for_a_lost_heartbeat_ends_its_stream(
     engine.dispose()
 
 
+def test_a_lost_handed_over_job_is_seen_queued_again_then_run_again(
+    stack: Stack, admin: httpx.Client
+):
+    # Its worker acked the message (hand-over) and vanished: maintenance queues it again.
+    engine = make_sync_engine(stack.env["CONVEYOR_DATABASE_URL"])
+    lost = utcnow() - timedelta(seconds=4)
+    job_id = insert_job(
+        engine, state=JobState.RUNNING, attempts=1, heartbeat_at=lost, handed_over_at=lost
+    )
+    snapshot, *changes = follow(admin, str(job_id))
+    assert snapshot.data["state"] == "running"
+    assert_numbered_from(changes, snapshot.id + 1)
+    states = [(e.data["state"], e.data["attempts"]) for e in changes if e.kind == "state"]
+    assert states == [("queued", 1), ("running", 2), ("succeeded", 2)]
+    assert [e.data["line"] for e in changes if e.kind == "output"] == ["from a row"]
+    engine.dispose()
+
+
 def test_a_job_finished_without_an_event_still_ends_the_stream(stack: Stack, admin: httpx.Client):
     # What a worker of the release before events leaves: the row final, no event written.
     engine = make_sync_engine(stack.env["CONVEYOR_DATABASE_URL"])

@@ -26,7 +26,8 @@ class RecordingSink:
     def __init__(self) -> None:
         self.batches: list[tuple[float, list[OutputLine]]] = []
 
-    def __call__(self, job_id: uuid.UUID, lines: list[OutputLine]) -> bool:
+    def __call__(self, job_id: uuid.UUID, lines: list[OutputLine], attempt: int) -> bool:
+        assert attempt == 1
         self.batches.append((time.monotonic(), lines))
         return True
 
