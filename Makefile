@@ -36,7 +36,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(UV) run ruff format .
 
 .PHONY: test
-test: install tools prometheus lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
+test: install tools prometheus chromium lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: audit
@@ -49,6 +49,20 @@ audit: install ## pip-audit the locked runtime dependencies (needs PyPI's per-ve
 .PHONY: docs
 docs: install ## Regenerate docs/job-types.md and docs/configuration.md from the code
 	$(UV) run python docs/build.py
+
+.PHONY: chromium
+chromium: ## Install Debian's chromium (the web console's browser tests) when missing
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing the Debian package chromium"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@/usr/bin/chromium --version 2>/dev/null
+
+.PHONY: console-screenshots
+console-screenshots: install chromium ## Retake docs/img/console-*.png from a real stack
+	CONVEYOR_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/img $(UV) run pytest tests/api/test_console.py \
+		-q -k "training or list"
 
 .PHONY: settings-table
 settings-table: install ## Print the README's settings table from the Settings model
