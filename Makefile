@@ -62,7 +62,7 @@ chromium: ## Install Debian's chromium (the web console's browser tests) when mi
 .PHONY: console-screenshots
 console-screenshots: install chromium ## Retake docs/img/console-*.png from a real stack
 	CONVEYOR_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/img $(UV) run pytest tests/api/test_console.py \
-		-q -k "training or list"
+		-q -k "list_shows or training"
 
 .PHONY: settings-table
 settings-table: install ## Print the README's settings table from the Settings model

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from conveyor_api.routes.console import CONSOLE_DIR
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support.stack import VENV_BIN, Stack, running_stack
+from support.stack import VENV_BIN, Stack, free_port, running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,6 +45,8 @@ TRAINING = {
     "hyperparameters": {"n_estimators": 240},
 }
 LONG_SLEEP = {"command": "sleep", "args": ["300"], "timeout_s": 600}
+# The stack has no data worker: a data.transform job stays queued.
+QUEUED_FOREVER = {"rows": [{"x": 1}], "steps": []}
 # Catalog commands for these tests only: a shell that prints a line now and then, and a
 # command whose program does not exist (its job fails).
 TICKER = {
@@ -66,18 +68,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "postgres",
         workers=("ml", "cmd"),
         CONVEYOR_COMMAND_CATALOG=json.dumps(CATALOG),
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def secured_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # Only the data worker: cmd.run jobs stay queued (cancellable), data jobs finish.
-    with running_stack(
-        tmp_path_factory.mktemp("console-auth"),
-        "sqlite",
-        workers=("data",),
-        CONVEYOR_AUTH_ENABLED="true",
     ) as running:
         yield running
 
@@ -137,6 +127,7 @@ def assert_not_reloaded(page: Page) -> None:
 
 def screenshot(page: Page, name: str) -> None:
     if SCREENSHOTS:
+        page.set_viewport_size({"width": 1200, "height": 200})  # the page's own height
         page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
 
 
@@ -171,14 +162,23 @@ def test_the_list_shows_new_jobs_and_follows_their_state(
     mark_page(page)
     training = stack.submit(client, "ml.train", TRAINING)["id"]
     echo = stack.submit(client, "cmd.run", {"command": "echo", "args": ["hi"]})["id"]
+    broken = stack.submit(client, "cmd.run", {"command": "broken"})["id"]
+    sleeper = stack.submit(client, "cmd.run", LONG_SLEEP)["id"]
+    transform = stack.submit(client, "data.transform", QUEUED_FOREVER)["id"]
 
     expect(job_row(page, echo)).to_be_visible(timeout=10_000)
     expect(job_row(page, training).get_by_role("link")).to_have_text(training[:8])
     expect(job_row(page, training)).to_contain_text("ml.train")
     expect(job_row(page, echo).locator(".state")).to_have_text("succeeded", timeout=30_000)
+    expect(job_row(page, broken).locator(".state")).to_have_text("failed", timeout=30_000)
+    expect(job_row(page, sleeper).locator(".state")).to_have_text("running", timeout=30_000)
+    assert client.post(f"/v1/jobs/{sleeper}/cancel").status_code == 202
+    expect(job_row(page, sleeper).locator(".state")).to_have_text("cancelled", timeout=20_000)
     expect(job_row(page, training).locator(".state")).to_have_text("succeeded", timeout=120_000)
     expect(job_row(page, training)).to_contain_text("100%")
+    expect(job_row(page, transform).locator(".state")).to_have_text("queued")
     assert_not_reloaded(page)
+    screenshot(page, "console-list.png")
 
     page.get_by_label("Type").select_option("cmd.run")
     expect(job_row(page, training)).to_have_count(0)
@@ -186,10 +186,14 @@ def test_the_list_shows_new_jobs_and_follows_their_state(
     assert "type=cmd.run" in page.url  # a filtered list can be bookmarked
     page.get_by_label("State").select_option("failed")
     expect(job_row(page, echo)).to_have_count(0)
+    expect(job_row(page, broken)).to_be_visible()
+    page.get_by_label("Type").select_option("ml.train")
     expect(page.locator("#empty")).to_have_text("No jobs match these filters.")
+    page.go_back()
     page.go_back()
     expect(page.get_by_label("State")).to_have_value("")
     expect(job_row(page, echo)).to_be_visible()
+    expect(job_row(page, training)).to_have_count(0)
 
     job_row(page, echo).get_by_role("link").click()
     expect(page).to_have_url(f"{stack.base_url}/ui/jobs/{echo}")
@@ -280,17 +284,28 @@ def test_a_page_for_an_unknown_job_says_so(stack: Stack, page: Page):
         expect(page.locator("#job")).to_be_hidden()
 
 
-def test_list_screenshot(stack: Stack, client: httpx.Client, page: Page):
-    """The list after the jobs above: every one shown with the state the API reports."""
-    jobs = client.get("/v1/jobs").json()["items"]
-    assert len(jobs) >= 5
-    page.goto(f"{stack.base_url}/ui/")
-    for job in jobs:
-        expect(job_row(page, job["id"]).locator(".state")).to_have_text(job["state"])
-    screenshot(page, "console-list.png")
-
-
 # --- with authentication on
+
+
+@pytest.fixture(scope="module")
+def secured_url(stack: Stack) -> str:
+    """A second gateway on the same broker and job store, with authentication on."""
+    port = free_port()
+    argv = [str(VENV_BIN / "conveyor-api"), "serve", "--port", str(port)]
+    stack.start_service("api-secured", argv, CONVEYOR_AUTH_ENABLED="true")  # stopped with the stack
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not ready(url):
+        assert time.monotonic() < deadline, stack.services["api-secured"].log()
+        time.sleep(0.2)
+    return url
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def create_key(stack: Stack, name: str, *flags: str) -> str:
@@ -305,9 +320,9 @@ def create_key(stack: Stack, name: str, *flags: str) -> str:
     return created.stdout.strip()
 
 
-def submit_as(stack: Stack, key: str, job_type: str, params: dict) -> str:
+def submit_as(stack: Stack, url: str, key: str, job_type: str, params: dict) -> str:
     with httpx.Client(
-        base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
     ) as as_key:
         return stack.submit(as_key, job_type, params)["id"]
 
@@ -317,12 +332,14 @@ def enter_key(page: Page, key: str) -> None:
     page.get_by_role("button", name="Use this key").click()
 
 
-def test_with_auth_a_key_sees_and_cancels_only_its_own_jobs(secured_stack: Stack, page: Page):
-    alice, bob = create_key(secured_stack, "alice"), create_key(secured_stack, "bob")
-    alices_job = submit_as(secured_stack, alice, "cmd.run", LONG_SLEEP)
-    bobs_job = submit_as(secured_stack, bob, "cmd.run", LONG_SLEEP)
+def test_with_auth_a_key_sees_and_cancels_only_its_own_jobs(
+    stack: Stack, secured_url: str, page: Page
+):
+    alice, bob = create_key(stack, "alice"), create_key(stack, "bob")
+    alices_job = submit_as(stack, secured_url, alice, "data.transform", QUEUED_FOREVER)
+    bobs_job = submit_as(stack, secured_url, bob, "data.transform", QUEUED_FOREVER)
 
-    page.goto(f"{secured_stack.base_url}/ui/")
+    page.goto(f"{secured_url}/ui/")
     expect(page.locator("#key-message")).to_have_text(re.compile("needs an API key"))
     enter_key(page, "cnv_not-a-key")
     expect(page.locator("#key-message")).to_contain_text("refused this key")
@@ -334,13 +351,13 @@ def test_with_auth_a_key_sees_and_cancels_only_its_own_jobs(secured_stack: Stack
     assert "cnv_" not in page.url
     assert page.evaluate("sessionStorage.getItem('conveyor.apiKey')") == bob
 
-    # Bob's queued job: the page follows it and Bob may cancel it.
+    # Bob's job: its page follows it and Bob may cancel it.
     job_row(page, bobs_job).get_by_role("link").click()
     expect(page.locator("#job-state")).to_have_text("queued")
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator("#job-state")).to_have_text("cancelled")
     # Alice's job does not exist for Bob.
-    page.goto(f"{secured_stack.base_url}/ui/jobs/{alices_job}")
+    page.goto(f"{secured_url}/ui/jobs/{alices_job}")
     expect(page.get_by_role("alert")).to_contain_text("belongs to another API key")
 
     page.get_by_role("button", name="Forget key").click()
@@ -349,27 +366,24 @@ def test_with_auth_a_key_sees_and_cancels_only_its_own_jobs(secured_stack: Stack
 
 
 def test_with_auth_an_admin_sees_every_job_and_downloads_with_its_key(
-    secured_stack: Stack, page: Page
+    stack: Stack, secured_url: str, page: Page
 ):
-    carol, admin = create_key(secured_stack, "carol"), create_key(secured_stack, "ops", "--admin")
-    carols_queued = submit_as(secured_stack, carol, "cmd.run", LONG_SLEEP)
-    carols_transform = submit_as(
-        secured_stack,
-        carol,
-        "data.transform",
-        {"rows": [{"x": 1}, {"x": 2}], "steps": [], "output": "artifact"},
-    )
-    page.goto(f"{secured_stack.base_url}/ui/")
+    carol, admin = create_key(stack, "carol"), create_key(stack, "ops", "--admin")
+    carols_queued = submit_as(stack, secured_url, carol, "data.transform", QUEUED_FOREVER)
+    carols_training = submit_as(stack, secured_url, carol, "ml.train", TRAINING)
+    page.goto(f"{secured_url}/ui/")
     enter_key(page, admin)
     expect(job_row(page, carols_queued)).to_be_visible()
+    expect(job_row(page, carols_training)).to_be_visible()
 
-    page.goto(f"{secured_stack.base_url}/ui/jobs/{carols_transform}")
-    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=60_000)
+    # A link cannot carry the key: the page fetches the file with it.
+    page.goto(f"{secured_url}/ui/jobs/{carols_training}")
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=120_000)
     with page.expect_download() as download:
-        page.get_by_role("link", name="output.parquet").click()
-    saved = Path(download.value.path()).read_bytes()
-    assert saved.startswith(b"PAR1") and download.value.suggested_filename == "output.parquet"
+        page.get_by_role("link", name="model.skops").click()
+    assert download.value.suggested_filename == "model.skops"
+    assert Path(download.value.path()).stat().st_size > 1000
 
-    page.goto(f"{secured_stack.base_url}/ui/jobs/{carols_queued}")
+    page.goto(f"{secured_url}/ui/jobs/{carols_queued}")
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator("#job-state")).to_have_text("cancelled")

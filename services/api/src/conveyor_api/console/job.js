@@ -147,6 +147,7 @@ function formatValue(value) {
   if (typeof value === "number" && !Number.isInteger(value)) {
     return el("data", { value: String(value) }, String(Number(value.toPrecision(4))));
   }
+  if (value === "") return el("span", { class: "hint" }, "(empty)");
   if (typeof value === "string" && value.includes("\n")) return el("pre", {}, value);
   return String(value);
 }

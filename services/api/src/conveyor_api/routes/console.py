@@ -47,26 +47,27 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+READ = ["GET", "HEAD"]
 
 
 def _file(name: str, media_type: str) -> FileResponse:
     return FileResponse(CONSOLE_DIR / name, media_type=media_type, headers=SECURITY_HEADERS)
 
 
-@router.get("")
-@router.get("/")
+@router.api_route("", methods=READ)
+@router.api_route("/", methods=READ)
 async def job_list_page() -> FileResponse:
     return _file("index.html", "text/html; charset=utf-8")
 
 
-@router.get("/jobs/{job_id}")
+@router.api_route("/jobs/{job_id}", methods=READ)
 async def job_page(job_id: str) -> FileResponse:
     # The page's script reads the id from its URL and asks the API, which answers 404 for an
     # unknown id or another key's job; the page itself is the same for every id.
     return _file("job.html", "text/html; charset=utf-8")
 
 
-@router.get("/static/{name}")
+@router.api_route("/static/{name}", methods=READ)
 async def asset(name: str) -> FileResponse:
     media_type = ASSETS.get(name)
     if media_type is None:
