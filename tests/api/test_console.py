@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -47,18 +48,20 @@ TRAINING = {
 LONG_SLEEP = {"command": "sleep", "args": ["300"], "timeout_s": 600}
 # The stack has no data worker: a data.transform job stays queued.
 QUEUED_FOREVER = {"rows": [{"x": 1}], "steps": []}
-# Catalog commands for these tests only: a shell that prints a line now and then, and a
-# command whose program does not exist (its job fails).
-TICKER = {
-    "command": "sh",
-    "args": ["-c", 'for i in $(seq 1 8); do echo "tick $i"; sleep 0.5; done; echo done >&2'],
-}
+# Catalog commands for these tests only: a shell that prints a line now and then (ticker),
+# and a command whose program does not exist (its job fails).
 CATALOG = {
     "echo": {"executable": "echo"},
     "sleep": {"executable": "sleep", "max_args": 1},
     "sh": {"executable": "sh", "max_args": 2},
     "broken": {"executable": "/nonexistent/conveyor-console-test"},
 }
+
+
+def ticker(lines: int) -> dict[str, object]:
+    """cmd.run params: print `tick 1` .. `tick <lines>`, one every 0.5 s, then `done` on stderr."""
+    script = f'for i in $(seq 1 {lines}); do echo "tick $i"; sleep 0.5; done; echo done >&2'
+    return {"command": "sh", "args": ["-c", script]}
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,25 @@ def screenshot(page: Page, name: str) -> None:
     if SCREENSHOTS:
         page.set_viewport_size({"width": 1200, "height": 200})  # the page's own height
         page.screenshot(path=str(Path(SCREENSHOTS) / name), full_page=True)
+
+
+def start_gateway(stack: Stack, name: str, port: int, **extra_env: str) -> str:
+    """Another gateway on the stack's broker and job store; stopped with the stack."""
+    argv = [str(VENV_BIN / "conveyor-api"), "serve", "--port", str(port)]
+    stack.start_service(name, argv, **extra_env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not ready(url):
+        assert time.monotonic() < deadline, stack.services[name].log()
+        time.sleep(0.2)
+    return url
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_ui_pages_carry_a_strict_content_security_policy(stack: Stack, client: httpx.Client):
@@ -242,7 +264,7 @@ def test_a_job_page_follows_a_training_to_succeeded_live(
 
 
 def test_a_commands_output_appears_line_by_line(stack: Stack, client: httpx.Client, page: Page):
-    job_id = stack.submit(client, "cmd.run", TICKER)["id"]
+    job_id = stack.submit(client, "cmd.run", ticker(8))["id"]
     page.goto(f"{stack.base_url}/ui/jobs/{job_id}")
     expect(page.locator("#output .stdout").first).to_be_visible(timeout=60_000)
     assert page.locator("#job-state").inner_text() == "running"  # lines come as printed
@@ -252,6 +274,17 @@ def test_a_commands_output_appears_line_by_line(stack: Stack, client: httpx.Clie
     lines = [line.strip() for line in page.locator("#output .stdout").all_inner_texts()]
     assert lines == [f"tick {i}" for i in range(9 - len(lines), 9)], lines
     expect(page.locator("#result-summary")).to_contain_text("tick 1")
+
+
+def test_job_data_is_shown_as_text_never_as_html(stack: Stack, client: httpx.Client, page: Page):
+    markup = "<img src=x onerror=window.injected=1><b>bold</b>"
+    job_id = stack.submit(client, "cmd.run", {"command": "echo", "args": [markup]})["id"]
+    page.goto(f"{stack.base_url}/ui/jobs/{job_id}")
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=30_000)
+    expect(page.locator("#result-summary")).to_contain_text(markup)
+    expect(page.locator("#job-params")).to_contain_text(markup)
+    assert page.locator("#job img, #job b").count() == 0
+    assert page.evaluate("window.injected") is None
 
 
 def test_a_failed_job_shows_its_error(stack: Stack, client: httpx.Client, page: Page):
@@ -277,6 +310,34 @@ def test_cancel_a_long_sleep_from_its_page(stack: Stack, client: httpx.Client, p
     assert_not_reloaded(page)
 
 
+def test_a_job_page_resumes_after_its_gateway_restarts(
+    stack: Stack, client: httpx.Client, page: Page
+):
+    port = free_port()
+    url = start_gateway(stack, "api-restarting", port)
+    streams: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda request: streams.append(request.headers) if "/events" in request.url else None,
+    )
+    job_id = stack.submit(client, "cmd.run", ticker(30))["id"]
+    page.goto(f"{url}/ui/jobs/{job_id}")
+    expect(page.locator("#output .stdout").first).to_be_visible(timeout=60_000)
+    mark_page(page)
+
+    gateway = stack.retire("api-restarting")
+    os.killpg(gateway.process.pid, signal.SIGTERM)  # it ends its streams, then exits
+    gateway.process.wait(timeout=30)
+    expect(page.locator("#live")).to_have_text("Reconnecting…")
+    start_gateway(stack, "api-restarted", port)
+
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=90_000)
+    lines = [line.strip() for line in page.locator("#output .stdout").all_inner_texts()]
+    assert lines == [f"tick {i}" for i in range(31 - len(lines), 31)], "a gap or a repeat"
+    assert any("last-event-id" in headers for headers in streams[1:]), streams
+    assert_not_reloaded(page)
+
+
 def test_a_page_for_an_unknown_job_says_so(stack: Stack, page: Page):
     for job_id in ("00000000-0000-4000-8000-000000000000", "not-a-job"):
         page.goto(f"{stack.base_url}/ui/jobs/{job_id}")
@@ -289,23 +350,7 @@ def test_a_page_for_an_unknown_job_says_so(stack: Stack, page: Page):
 
 @pytest.fixture(scope="module")
 def secured_url(stack: Stack) -> str:
-    """A second gateway on the same broker and job store, with authentication on."""
-    port = free_port()
-    argv = [str(VENV_BIN / "conveyor-api"), "serve", "--port", str(port)]
-    stack.start_service("api-secured", argv, CONVEYOR_AUTH_ENABLED="true")  # stopped with the stack
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not ready(url):
-        assert time.monotonic() < deadline, stack.services["api-secured"].log()
-        time.sleep(0.2)
-    return url
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return start_gateway(stack, "api-secured", free_port(), CONVEYOR_AUTH_ENABLED="true")
 
 
 def create_key(stack: Stack, name: str, *flags: str) -> str:

@@ -5,9 +5,11 @@
 const KEY_ITEM = "conveyor.apiKey";
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(response, detail) {
     super(detail);
-    this.status = status;
+    this.status = response.status;
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    this.retryAfterMs = retryAfter > 0 ? retryAfter * 1000 : null;
   }
 }
 
@@ -37,7 +39,7 @@ export async function request(path, { method = "GET", headers = {}, signal } = {
     signal,
   });
   if (!response.ok) {
-    throw new ApiError(response.status, await problemText(response));
+    throw new ApiError(response, await problemText(response));
   }
   return response;
 }

@@ -38,12 +38,15 @@ async function follow() {
       const headers = { Accept: "text/event-stream" };
       if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
       const response = await request(`${jobPath}/events`, { headers, signal: controller.signal });
-      showLive("Live");
-      for await (const event of readEvents(response.body)) {
-        apply(event);
-        retryMs = RETRY_MS.first;
+      // 204: the final event was received already (the connection dropped right after it).
+      if (response.status !== 204) {
+        showLive("Live");
+        for await (const event of readEvents(response.body)) {
+          apply(event);
+          retryMs = RETRY_MS.first;
+        }
       }
-      if (job && !ACTIVE_STATES.has(job.state)) {
+      if (job === null || !ACTIVE_STATES.has(job.state)) {
         // The stream ended with the final state. State events do not carry the job's
         // artifacts or timestamps: read the finished job once.
         await loadJob();
@@ -64,6 +67,7 @@ async function follow() {
       }
       // A 503 (this gateway holds its most streams) or a network error.
       if (lastEventId === null) await loadJob().catch(() => {});
+      if (error instanceof ApiError && error.retryAfterMs) retryMs = error.retryAfterMs;
     }
     showLive("Reconnecting…");
     await sleep(retryMs, controller.signal);
