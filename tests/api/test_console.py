@@ -345,6 +345,42 @@ def test_a_page_for_an_unknown_job_says_so(stack: Stack, page: Page):
         expect(page.locator("#job")).to_be_hidden()
 
 
+STREAM = (
+    'id: 1\r\nevent: state\r\ndata: {"state":"running"}\r\n\r\n'
+    ": keep-alive\n\n"
+    "id: 2\nevent: output\ndata: naïve ✓\ndata: second line\n\n"
+    "data: without an id\n\n"
+    'id: 3\nevent: progress\ndata: {"progress":0.5'  # cut off: never dispatched
+).encode()
+READ_STREAM = """async (chunks) => {
+  const { readEvents } = await import("/ui/static/sse.js");
+  const body = new ReadableStream({
+    start(controller) {
+      for (const chunk of chunks) controller.enqueue(new Uint8Array(chunk));
+      controller.close();
+    },
+  });
+  const events = [];
+  for await (const event of readEvents(body)) events.push(event);
+  return events;
+}"""
+
+
+def test_the_event_stream_parser_gives_the_same_events_however_the_bytes_arrive(
+    stack: Stack, page: Page
+):
+    page.goto(f"{stack.base_url}/ui/")  # sse.js runs as the console runs it
+    expected = [
+        {"id": "1", "event": "state", "data": '{"state":"running"}'},
+        {"id": "2", "event": "output", "data": "naïve ✓\nsecond line"},
+        {"id": "2", "event": "message", "data": "without an id"},  # ids carry over
+    ]
+    # Split anywhere: between \r and \n, inside a UTF-8 character, one byte at a time.
+    for size in (1, 2, 3, 5, 8, 13, len(STREAM)):
+        chunks = [list(STREAM[i : i + size]) for i in range(0, len(STREAM), size)]
+        assert page.evaluate(READ_STREAM, chunks) == expected, f"chunks of {size} bytes"
+
+
 # --- with authentication on
 
 

@@ -20,6 +20,7 @@ import {
 
 const MAX_OUTPUT_LINES = 1000;
 const RETRY_MS = { first: 1000, most: 15000 };
+const EVENT_KINDS = new Set(["snapshot", "state", "progress", "output"]);
 
 const jobId = decodeURIComponent(window.location.pathname.split("/").pop());
 const jobPath = `/v1/jobs/${encodeURIComponent(jobId)}`;
@@ -77,6 +78,7 @@ async function follow() {
 
 function apply({ id, event, data }) {
   lastEventId = id;
+  if (!EVENT_KINDS.has(event)) return; // a kind of a later release: skip it
   const payload = JSON.parse(data);
   if (event === "snapshot") {
     job = payload;

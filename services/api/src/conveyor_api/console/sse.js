@@ -21,7 +21,7 @@ export async function* readEvents(body) {
           if (event.data.length > 0) yield { ...event, data: event.data.join("\n") };
           event = blankEvent(event.id);
         } else if (!line.startsWith(":")) {
-          // (A line starting with ":" is a comment, such as the server's ": keep-alive".)
+          // Lines starting with ":" are comments, such as the server's ": keep-alive".
           const colon = line.indexOf(":");
           const field = colon === -1 ? line : line.slice(0, colon);
           const value = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
