@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from conveyor_api.event_hub import EventHub
 from conveyor_api.event_stream import JobEventStream
+from conveyor_api.publisher import JobPublisher
 from conveyor_api.service import JobService
 
 
@@ -38,8 +39,14 @@ def get_event_streams(request: Request) -> JobEventStream:
     return streams
 
 
+def get_publisher(request: Request) -> JobPublisher:
+    publisher: JobPublisher = request.app.state.publisher
+    return publisher
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
 EventHubDep = Annotated[EventHub, Depends(get_event_hub)]
 EventStreamDep = Annotated[JobEventStream, Depends(get_event_streams)]
+PublisherDep = Annotated[JobPublisher, Depends(get_publisher)]

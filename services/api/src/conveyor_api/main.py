@@ -26,7 +26,7 @@ from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
-from conveyor_api.routes import compat, console, events, files, health, jobs
+from conveyor_api.routes import compat, console, events, files, health, jobs, queues
 from conveyor_api.service import JobService
 
 log = logging.getLogger("conveyor.api")
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(files.router)
+    app.include_router(queues.router)
     app.include_router(health.router)
     app.include_router(compat.router)
     app.include_router(console.router)

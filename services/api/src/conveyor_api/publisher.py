@@ -16,7 +16,9 @@ import uuid
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
 from celery import Celery
+from conveyor_core.api_models import QueueStatus
 from conveyor_core.jobs import JobType
 from conveyor_core.jobs.base import (
     DEAD_LETTER_EXCHANGE,
@@ -30,6 +32,10 @@ from kombu.serialization import dumps
 from conveyor_api.metrics import PUBLISH_SECONDS
 
 log = logging.getLogger("conveyor.api.publisher")
+
+
+# How long a look at the queues may take before the gateway answers 503.
+INSPECT_TIMEOUT_S = 5.0
 
 
 class BrokerUnavailable(Exception):
@@ -137,3 +143,44 @@ class JobPublisher:
         except Exception as error:
             raise BrokerUnavailable(f"RabbitMQ refused the message: {error}") from error
         PUBLISH_SECONDS.labels(job_type.name).observe(time.perf_counter() - started)
+
+    async def queue_status(self) -> list[QueueStatus]:
+        """Each job type's queue depth and consumers, from passive declares (no management API).
+
+        A passive declare of a missing queue closes its channel, so this uses a channel of
+        its own, never the publishing one.
+        """
+        if not self.is_connected or self._connection is None:
+            raise BrokerUnavailable("RabbitMQ is not reachable")
+        statuses = []
+        try:
+            async with asyncio.timeout(INSPECT_TIMEOUT_S):
+                for job_type in self._job_types:
+                    messages, consumers = await self._declare_passively(job_type.queue)
+                    dead_letters, _ = await self._declare_passively(job_type.dead_letter_queue)
+                    statuses.append(
+                        QueueStatus(
+                            job_type=job_type.name,
+                            queue=job_type.queue,
+                            messages=messages,
+                            consumers=consumers,
+                            dead_letter_queue=job_type.dead_letter_queue,
+                            dead_letter_messages=dead_letters,
+                        )
+                    )
+        except TimeoutError as error:
+            raise BrokerUnavailable(
+                f"RabbitMQ did not answer within {INSPECT_TIMEOUT_S}s"
+            ) from error
+        return statuses
+
+    async def _declare_passively(self, queue_name: str) -> tuple[int | None, int | None]:
+        """(ready messages, consumers) of a queue; (None, None) when it does not exist."""
+        assert self._connection is not None
+        try:
+            async with self._connection.channel() as channel:
+                queue = await channel.declare_queue(queue_name, passive=True)
+        except ChannelNotFoundEntity:
+            return None, None
+        declared = queue.declaration_result
+        return declared.message_count, declared.consumer_count

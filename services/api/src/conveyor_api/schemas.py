@@ -1,13 +1,24 @@
-"""The gateway's request and response models, derived from the job type registry."""
+"""The gateway's request models, derived from the job type registry.
+
+The response models are the shared contract's (`conveyor_core.api_models`), which the
+Python client uses too; they are re-exported here for the routes.
+"""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
+from conveyor_core.api_models import (
+    FileStored,
+    Health,
+    JobAccepted,
+    JobPage,
+    JobTypeInfo,
+    JobView,
+    Problem,
+    QueueStatus,
+)
 from conveyor_core.jobs import JOB_TYPES
-from conveyor_core.states import JobState
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
@@ -52,51 +63,16 @@ SUBMISSION_EXAMPLES = {
     for name in JOB_TYPES
 }
 
-
-class JobAccepted(BaseModel):
-    id: uuid.UUID
-    type: str
-    state: JobState
-    created_at: datetime
-
-
-class JobView(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    type: str
-    state: JobState
-    progress: float = Field(ge=0, le=1)
-    attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    params: dict[str, Any]
-    result: dict[str, Any] | None
-    error: str | None
-    cancel_requested: bool
-    artifacts: list[str]
-
-
-class JobPage(BaseModel):
-    items: list[JobView]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next (older) page; null on the last page."
-    )
-
-
-class JobTypeInfo(BaseModel):
-    name: str
-    summary: str
-    queue: str
-    params_schema: dict[str, Any]
-    example: dict[str, Any]
-
-
-class Problem(BaseModel):
-    detail: Any
-
-
-class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
-    checks: dict[str, str] = Field(default_factory=dict)
+__all__ = [
+    "SUBMISSION_EXAMPLES",
+    "SUBMISSION_MODELS",
+    "FileStored",
+    "Health",
+    "JobAccepted",
+    "JobPage",
+    "JobSubmission",
+    "JobTypeInfo",
+    "JobView",
+    "Problem",
+    "QueueStatus",
+]

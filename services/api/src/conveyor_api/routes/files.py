@@ -11,17 +11,12 @@ from typing import Annotated
 import anyio
 from conveyor_core.artifacts import ARTIFACT_NAME_PATTERN, upload_path
 from fastapi import APIRouter, Path, Request, status
-from pydantic import BaseModel, Field
 
 from conveyor_api.auth import PrincipalDep
 from conveyor_api.deps import ArtifactsDep
+from conveyor_api.schemas import FileStored
 
 router = APIRouter(prefix="/v1", tags=["files"])
-
-
-class FileStored(BaseModel):
-    path: str = Field(description="Pass this as a job's `source`.")
-    size: int
 
 
 @router.put(
