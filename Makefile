@@ -27,7 +27,7 @@ run: install ## Start the gateway (127.0.0.1:8000) and the three workers; Ctrl-C
 lint: install ## ruff and mypy
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy libs/conveyor-core/src services/api/src services/worker-ml/src \
+	$(UV) run mypy libs/conveyor-core/src libs/conveyor-client/src services/api/src services/worker-ml/src \
 		services/worker-cmd/src services/worker-data/src
 
 .PHONY: format

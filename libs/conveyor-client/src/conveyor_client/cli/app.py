@@ -1,0 +1,499 @@
+"""The `conveyor` command: submit, follow and inspect jobs from a terminal or a script."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from collections.abc import Iterator
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from conveyor_core.api_models import JobView, OutputEvent, ProgressEvent, StateEvent
+from conveyor_core.states import JobState
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from conveyor_client.cli import render
+from conveyor_client.cli.cluster import ClusterUnavailable, ClusterView, read_cluster
+from conveyor_client.cli.options import ApiKeyOpt, OutputFormat, OutputOpt, UrlOpt, build_params
+from conveyor_client.client import ConveyorClient
+from conveyor_client.errors import (
+    ApiError,
+    Conflict,
+    ConnectionFailed,
+    ConveyorError,
+    NotFound,
+    ServerError,
+    Unavailable,
+    ValidationFailed,
+)
+from conveyor_client.events import JobEvent
+
+app = typer.Typer(
+    name="conveyor",
+    help="Submit, follow and inspect Conveyor jobs. Every command takes --output json.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class ExitCode(IntEnum):
+    """What a script can tell apart; documented in docs/cli.md."""
+
+    OK = 0
+    JOB_FAILED = 1
+    USAGE = 2  # a bad flag (click's own code) or a request the gateway found invalid (422)
+    JOB_CANCELLED = 3
+    NOT_FOUND = 4
+    UNAVAILABLE = 5  # gateway unreachable, or its broker / job store down (503, 5xx)
+    REFUSED = 6  # 401, 403, 409, 413, 429: not allowed, or not now
+
+
+FINAL_EXIT = {
+    JobState.SUCCEEDED: ExitCode.OK,
+    JobState.FAILED: ExitCode.JOB_FAILED,
+    JobState.CANCELLED: ExitCode.JOB_CANCELLED,
+}
+
+
+def _error_code(error: ConveyorError) -> ExitCode:
+    if isinstance(error, ConnectionFailed | Unavailable | ServerError):
+        return ExitCode.UNAVAILABLE
+    if isinstance(error, ValidationFailed):
+        return ExitCode.USAGE
+    if isinstance(error, NotFound):
+        return ExitCode.NOT_FOUND
+    return ExitCode.REFUSED
+
+
+def _error_json(error: ConveyorError) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": str(error), "exit_code": int(_error_code(error))}
+    if isinstance(error, ApiError):
+        body |= {"status": error.status, "detail": error.detail}
+        if error.retry_after is not None:
+            body["retry_after"] = error.retry_after
+    if isinstance(error, ValidationFailed):
+        body["fields"] = [{"field": f.field, "message": f.msg} for f in error.fields]
+    if isinstance(error, ConnectionFailed):
+        body["url"] = error.url
+    return body
+
+
+def _explain(error: ConveyorError) -> str:
+    if isinstance(error, ConnectionFailed):
+        return (
+            f"{error}\nIs the gateway running there? Point at another one with --url or "
+            "CONVEYOR_URL."
+        )
+    if isinstance(error, ValidationFailed) and error.fields:
+        lines = "\n".join(f"  {field.field}: {field.msg}" for field in error.fields)
+        return f"the gateway refused the request ({error.status}):\n{lines}"
+    if isinstance(error, ApiError):
+        detail = error.detail if isinstance(error.detail, str) else repr(error.detail)
+        text = f"{detail} ({error.status})"
+        if error.retry_after is not None:
+            text += f"; retry after {error.retry_after:g}s"
+        if error.status == 401:
+            text += "\nPass an API key with --api-key or CONVEYOR_API_KEY."
+        return text
+    return str(error)
+
+
+@contextlib.contextmanager
+def reported(output: OutputFormat) -> Iterator[None]:
+    """Turn the client's errors into a message on stderr and a distinct exit code."""
+    try:
+        yield
+    except ConveyorError as error:
+        if output is OutputFormat.JSON:
+            render.echo_json(_error_json(error), err=True)
+        else:
+            err.print(f"[bold red]error:[/] {escape(_explain(error))}")
+        raise typer.Exit(_error_code(error)) from None
+
+
+def _client(url: str | None, api_key: str | None) -> ConveyorClient:
+    return ConveyorClient(url, api_key)
+
+
+JobIdArg = Annotated[uuid.UUID, typer.Argument(help="The job's id.", show_default=False)]
+
+
+@app.command()
+def submit(
+    job_type: Annotated[str, typer.Argument(metavar="TYPE", help="ml.train, cmd.run, ...")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="key=value; the value is read as JSON when it is JSON (50, true, "
+            '["-n","3"]), else as text. Dotted keys nest: hyperparameters.n_estimators=50.',
+        ),
+    ] = None,
+    params_file: Annotated[
+        Path | None,
+        typer.Option("--params-file", "-f", help="A JSON object of params; --param overrides."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Submit at most once per key.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Follow the job with a progress bar until it ends.")
+    ] = False,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """Queue a job. With --wait, follow it to the end; the exit code tells how it ended."""
+    params = build_params(param or [], params_file)
+    with reported(output), _client(url, api_key) as conveyor:
+        accepted = conveyor.submit(job_type, params, idempotency_key=idempotency_key)
+        if not wait:
+            if output is OutputFormat.JSON:
+                render.echo_json(accepted)
+            else:
+                out.print(f"{accepted.id}  {accepted.type}  {accepted.state}")
+            return
+        if output is OutputFormat.TABLE:
+            err.print(f"submitted {accepted.type} job {accepted.id}")
+            _follow_with_progress(conveyor, accepted.id, accepted.type)
+        else:
+            for _ in conveyor.events(accepted.id):
+                pass
+        job = conveyor.get(accepted.id)
+    _show_final(job, output)
+
+
+def _follow_with_progress(conveyor: ConveyorClient, job_id: uuid.UUID, job_type: str) -> None:
+    """A progress bar fed by the job's events; command output lines print above it."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        bar = progress.add_task(f"{job_type} queued", total=1.0)
+        for event in conveyor.events(job_id):
+            data = event.data
+            if isinstance(data, JobView):
+                progress.update(
+                    bar, completed=data.progress, description=f"{job_type} {data.state}"
+                )
+            elif isinstance(data, StateEvent):
+                progress.update(bar, description=f"{job_type} {data.state}")
+                if data.state is JobState.SUCCEEDED:
+                    progress.update(bar, completed=1.0)
+            elif isinstance(data, ProgressEvent):
+                progress.update(bar, completed=data.progress)
+            elif isinstance(data, OutputEvent):
+                progress.console.print(
+                    escape(data.line), style="dim" if data.stream == "stderr" else ""
+                )
+
+
+def _show_final(job: JobView, output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        render.echo_json(job)
+    else:
+        out.print(render.job_detail(job))
+    raise typer.Exit(FINAL_EXIT.get(job.state, ExitCode.OK))
+
+
+@app.command()
+def get(
+    job_id: JobIdArg,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """Show one job: state, progress, params, result or error, artifacts."""
+    with reported(output), _client(url, api_key) as conveyor:
+        job = conveyor.get(job_id)
+    if output is OutputFormat.JSON:
+        render.echo_json(job)
+    else:
+        out.print(render.job_detail(job))
+
+
+@app.command("list")
+def list_jobs(
+    job_type: Annotated[
+        str | None, typer.Option("--type", "-t", help="Only this job type.")
+    ] = None,
+    state: Annotated[
+        JobState | None, typer.Option("--state", "-s", help="Only this state.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=500, help="Jobs per page.")
+    ] = 20,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Continue after a previous page.")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """List jobs, newest first."""
+    with reported(output), _client(url, api_key) as conveyor:
+        page = conveyor.list(job_type=job_type, state=state, limit=limit, cursor=cursor)
+    if output is OutputFormat.JSON:
+        render.echo_json(page)
+        return
+    if not page.items:
+        err.print("no jobs")
+        return
+    out.print(render.jobs_table(page.items))
+    if page.next_cursor:
+        err.print(f"more: conveyor list --cursor {page.next_cursor}", style="dim")
+
+
+@app.command()
+def cancel(
+    job_id: JobIdArg,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """Cancel a job: a queued one never starts; a running one is stopped by its worker."""
+    with reported(output), _client(url, api_key) as conveyor:
+        try:
+            job = conveyor.cancel(job_id)
+        except Conflict as error:
+            if output is OutputFormat.TABLE:
+                err.print(f"[bold red]error:[/] {escape(str(error.detail))}")
+                raise typer.Exit(ExitCode.REFUSED) from None
+            raise
+    if output is OutputFormat.JSON:
+        render.echo_json(job)
+    elif job.state is JobState.CANCELLED:
+        out.print(f"cancelled job {job.id}")
+    else:
+        out.print(f"cancel requested: job {job.id} is {job.state}; its worker is stopping it")
+
+
+@app.command()
+def logs(
+    job_id: JobIdArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream output lines until the job ends.")
+    ] = False,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """A job's output: stdout to stdout, stderr to stderr (cmd.run writes output lines).
+
+    Without --follow, the output a finished job kept in its result. With --follow, lines
+    as the command writes them, state changes on stderr, until the job ends; the exit
+    code then tells how it ended.
+    """
+    with reported(output), _client(url, api_key) as conveyor:
+        if not follow:
+            job = conveyor.get(job_id)
+            if output is OutputFormat.JSON:
+                render.echo_json(_kept_output(job))
+            else:
+                _print_kept_output(job)
+            return
+        final: JobState | None = None
+        for event in conveyor.events(job_id):
+            final = event.final_state or final
+            if output is OutputFormat.JSON:
+                render.echo_json({"id": event.id, "event": event.kind, "data": event.data})
+            else:
+                _print_event(event)
+    raise typer.Exit(FINAL_EXIT.get(final, ExitCode.OK) if final else ExitCode.OK)
+
+
+def _kept_output(job: JobView) -> dict[str, Any]:
+    result = job.result or {}
+    return {
+        "id": str(job.id),
+        "state": str(job.state),
+        "stdout": result.get("stdout"),
+        "stderr": result.get("stderr"),
+        "error": job.error,
+    }
+
+
+def _print_kept_output(job: JobView) -> None:
+    kept = _kept_output(job)
+    if kept["stdout"] is None and kept["stderr"] is None:
+        if job.state.is_final:
+            err.print(f"job {job.id} ({job.type}, {job.state}) kept no output")
+        else:
+            err.print(f"job {job.id} is {job.state}; follow its output with --follow")
+    for stream in ("stdout", "stderr"):
+        if kept[stream]:
+            typer.echo(kept[stream], nl=False, err=stream == "stderr")
+    if job.error:
+        err.print(f"[red]{escape(job.error)}[/]")
+
+
+def _print_event(event: JobEvent) -> None:
+    data = event.data
+    if isinstance(data, OutputEvent):
+        typer.echo(data.line, err=data.stream == "stderr")
+    elif isinstance(data, JobView):
+        err.print(f"[dim]job {data.id} is {data.state}[/]")
+        if data.state.is_final:
+            _print_kept_output(data)
+    elif isinstance(data, StateEvent):
+        note = f": {data.error}" if data.error else ""
+        err.print(
+            f"[dim]{data.at:%H:%M:%S} {data.state} (attempt {data.attempts}){escape(note)}[/]"
+        )
+
+
+@app.command()
+def artifact(
+    job_id: JobIdArg,
+    name: Annotated[str, typer.Argument(help="The artifact's name, e.g. model.skops.")],
+    file: Annotated[
+        Path | None,
+        typer.Option("-o", "--file", help="Where to write it ('-': stdout) [default: NAME]."),
+    ] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """Download a file a job produced."""
+    with reported(output), _client(url, api_key) as conveyor:
+        if file is not None and str(file) == "-":
+            conveyor.download_artifact(job_id, name, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return
+        target = file or Path(name)
+        size = conveyor.download_artifact(job_id, name, target)
+    if output is OutputFormat.JSON:
+        render.echo_json({"job_id": str(job_id), "name": name, "path": str(target), "bytes": size})
+    else:
+        err.print(f"wrote {target} ({size} bytes)")
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file to send.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Its name in the store [default: FILE's name].")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """Upload an input file (CSV, Parquet, JSON Lines); pass the printed path as `source`."""
+    with reported(output), _client(url, api_key) as conveyor:
+        stored = conveyor.upload_file(file, name)
+    if output is OutputFormat.JSON:
+        render.echo_json(stored)
+    else:
+        out.print(stored.path)
+        err.print(f"{stored.size} bytes; submit with --param source={stored.path}", style="dim")
+
+
+@app.command()
+def types(
+    name: Annotated[
+        str | None, typer.Argument(help="Show one type's params in full.", show_default=False)
+    ] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """The job types this gateway accepts, with their params."""
+    with reported(output), _client(url, api_key) as conveyor:
+        infos = conveyor.job_types()
+    if name is not None:
+        chosen = [info for info in infos if info.name == name]
+        if not chosen:
+            known = ", ".join(info.name for info in infos)
+            err.print(f"[bold red]error:[/] no job type {name!r}; known: {known}")
+            raise typer.Exit(ExitCode.NOT_FOUND)
+        infos = chosen
+    if output is OutputFormat.JSON:
+        render.echo_json(infos[0] if name else infos)
+    elif name:
+        out.print(render.type_detail(infos[0]))
+    else:
+        out.print(render.types_table(infos))
+
+
+@app.command()
+def status(
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Also each job type's queue (admin key) and, with a kubeconfig or in-cluster "
+            "config, worker replicas and KEDA scalers.",
+        ),
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", help="Kubernetes namespace [default: the context's]."),
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="kubeconfig context [default: current].")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    output: OutputOpt = OutputFormat.TABLE,
+) -> None:
+    """Is the gateway ready (broker, job store)? With --cluster, queues and workers too."""
+    with reported(output), _client(url, api_key) as conveyor:
+        health = conveyor.ready()
+        queues = conveyor.queues() if cluster else []
+        base_url = conveyor.base_url
+    view: ClusterView | None = None
+    cluster_note = None
+    if cluster:
+        try:
+            view = read_cluster(context=context, namespace=namespace)
+        except ClusterUnavailable as error:
+            cluster_note = f"worker replicas and autoscalers not shown: {error}"
+    if output is OutputFormat.JSON:
+        body: dict[str, Any] = {"url": base_url, "gateway": health}
+        if cluster:
+            body |= {"queues": queues, "cluster": _cluster_json(view), "cluster_note": cluster_note}
+        render.echo_json(body)
+    else:
+        out.print(render.health_table(base_url, health))
+        if cluster:
+            out.print()
+            out.print(render.queues_table(queues, view))
+        if cluster_note:
+            err.print(cluster_note, style="dim")
+    if health.status != "ok":
+        raise typer.Exit(ExitCode.UNAVAILABLE)
+
+
+def _cluster_json(view: ClusterView | None) -> dict[str, Any] | None:
+    if view is None:
+        return None
+    return {
+        "source": view.source,
+        "namespace": view.namespace,
+        "workers": [vars(worker) for worker in view.workers.values()],
+        "scalers": [vars(scaler) | {"summary": scaler.summary} for scaler in view.scalers.values()],
+    }
+
+
+def main() -> None:
+    app()
