@@ -151,6 +151,17 @@ def test_each_worker_scales_on_its_own_queue_counting_unacked_jobs(values):
 
 
 @SCENARIOS
+def test_each_worker_deployment_names_the_queue_it_consumes(values):
+    # `conveyor status --cluster` finds a job type's workers by this label.
+    for deployment in by_kind(render([values]), "Deployment"):
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component.startswith("worker-"):
+            worker = component.removeprefix("worker-")
+            queue = deployment["metadata"]["labels"]["conveyor.io/queue"]
+            assert queue == QUEUE_OF_WORKER[worker], deployment["metadata"]["name"]
+
+
+@SCENARIOS
 def test_cooldown_outlasts_grace_and_grace_outlasts_the_longest_job(values):
     objects = render([values])
     deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
