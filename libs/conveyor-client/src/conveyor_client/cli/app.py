@@ -385,7 +385,7 @@ def artifact(
     if output is OutputFormat.JSON:
         render.echo_json({"job_id": str(job_id), "name": name, "path": str(target), "bytes": size})
     else:
-        err.print(f"wrote {target} ({size} bytes)")
+        err.print(f"wrote {escape(str(target))} ({size} bytes)")
 
 
 @app.command()
@@ -404,8 +404,10 @@ def upload(
     if output is OutputFormat.JSON:
         render.echo_json(stored)
     else:
-        out.print(stored.path)
-        err.print(f"{stored.size} bytes; submit with --param source={stored.path}", style="dim")
+        typer.echo(stored.path)
+        err.print(
+            f"{stored.size} bytes; submit with --param source={escape(stored.path)}", style="dim"
+        )
 
 
 @app.command()
@@ -424,7 +426,7 @@ def types(
         chosen = [info for info in infos if info.name == name]
         if not chosen:
             known = ", ".join(info.name for info in infos)
-            err.print(f"[bold red]error:[/] no job type {name!r}; known: {known}")
+            err.print(f"[bold red]error:[/] no job type {escape(repr(name))}; known: {known}")
             raise typer.Exit(ExitCode.NOT_FOUND)
         infos = chosen
     if output is OutputFormat.JSON:

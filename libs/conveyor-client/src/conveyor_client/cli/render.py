@@ -71,7 +71,7 @@ def jobs_table(jobs: Iterable[JobView]) -> Table:
             f"{job.progress:.0%}",
             _when(job.created_at),
             _duration(job),
-            (job.error or "")[:80],
+            Text((job.error or "")[:80]),
         )
     return table
 
@@ -92,7 +92,7 @@ def job_detail(job: JobView) -> RenderableType:
     grid.add_row("started", _when(job.started_at))
     grid.add_row("finished", _when(job.finished_at))
     grid.add_row("duration", _duration(job))
-    grid.add_row("params", JSON.from_data(job.params))
+    grid.add_row("params", JSON.from_data(job.params, indent=None))
     if job.error:
         grid.add_row("error", Text(job.error, style="red"))
     if job.result is not None:
@@ -124,13 +124,9 @@ def type_detail(info: JobTypeInfo) -> RenderableType:
         for column in ("PARAM", "TYPE", "REQUIRED", "DEFAULT", "DESCRIPTION"):
             table.add_column(column, overflow="fold")
         for param in variant.params:
-            table.add_row(
-                param.name,
-                param.type,
-                "yes" if param.required else "",
-                param.default,
-                param.description,
-            )
+            cells = (param.name, param.type, "yes" if param.required else "", param.default)
+            # Text, not markup: `list[str]` is not a style tag.
+            table.add_row(*(Text(cell) for cell in (*cells, param.description)))
         parts += [Text(""), table]
     parts += [Text(""), Text("example params:", style="bold"), JSON.from_data(info.example)]
     return Group(*parts)
