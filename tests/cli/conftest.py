@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.stack import VENV_BIN, Stack, running_stack
+from support.keys import KeyedStack
+from support.keys import keyed_stack as start_keyed_stack
+from support.stack import VENV_BIN, Stack
 
 CONVEYOR = str(VENV_BIN / "conveyor")
 
@@ -58,33 +60,10 @@ def cli_env(stack: Stack, api_key: str | None, home: Path) -> dict[str, str]:
     return env
 
 
-def create_key(stack: Stack, name: str, *flags: str) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "conveyor-api"), "keys", "create", name, *flags],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
-@dataclass
-class KeyedStack:
-    stack: Stack
-    admin_key: str
-    user_key: str
-
-
 @pytest.fixture(scope="package")
 def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
-    """One gateway + the three workers with API keys on, as in production (SQLite store:
-    the CLI does not depend on the store's backend)."""
-    with running_stack(
-        tmp_path_factory.mktemp("cli-stack"), "sqlite", CONVEYOR_AUTH_ENABLED="true"
-    ) as stack:
-        yield KeyedStack(stack, create_key(stack, "ops", "--admin"), create_key(stack, "user"))
+    with start_keyed_stack(tmp_path_factory.mktemp("cli-stack")) as running:
+        yield running
 
 
 @pytest.fixture
