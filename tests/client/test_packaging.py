@@ -1,0 +1,57 @@
+"""`pip install conveyor-client` is a light install: no broker, store or worker libraries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE_ONLY = {
+    "celery",
+    "kombu",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "fsspec",
+    "s3fs",
+    "prometheus-client",
+    "aio-pika",
+    "fastapi",
+    "uvicorn",
+}
+
+
+def locked_closure(*extra: str) -> set[str]:
+    """Names of the third-party packages a conveyor-client install gets, from uv.lock."""
+    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")  # as the Makefile
+    command = [uv, "export", "--frozen", "--package", "conveyor-client", "--no-dev"]
+    command += ["--no-hashes", "--no-emit-workspace", "--quiet", *extra]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    return {
+        line.split("==")[0].split("[")[0]
+        for line in result.stdout.splitlines()
+        if line and not line.lstrip().startswith("#")
+    }
+
+
+def test_the_client_installs_without_the_services_libraries():
+    closure = locked_closure()
+    assert {"httpx", "httpx-sse", "typer", "rich", "pydantic"} <= closure
+    assert not closure & SERVICE_ONLY, closure & SERVICE_ONLY
+    assert "kubernetes" not in closure  # only with the `cluster` extra
+    assert "kubernetes" in locked_closure("--extra", "cluster")
+
+
+def test_the_cli_imports_without_the_services_libraries():
+    blocked = ["celery", "kombu", "sqlalchemy", "alembic", "psycopg", "fsspec", "prometheus_client"]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None  # importing it raises\n"
+        "from conveyor_client.cli import app\n"
+        "from conveyor_client import ConveyorClient, AsyncConveyorClient\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
