@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conveyor_core.settings import DEFAULT_COMMAND_CATALOG
 from support.keys import KeyedStack
 from support.keys import keyed_stack as start_keyed_stack
 from support.stack import VENV_BIN, Stack
@@ -60,9 +61,19 @@ def cli_env(stack: Stack, api_key: str | None, home: Path) -> dict[str, str]:
     return env
 
 
+# The catalog plus a command that prints over time, to watch output arrive line by line.
+PYTHON = "/usr/bin/python3"
+CATALOG = {
+    **{name: command.model_dump() for name, command in DEFAULT_COMMAND_CATALOG.items()},
+    "python": {"executable": PYTHON, "max_args": 4, "description": "Tests only."},
+}
+
+
 @pytest.fixture(scope="package")
 def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedStack]:
-    with start_keyed_stack(tmp_path_factory.mktemp("cli-stack")) as running:
+    with start_keyed_stack(
+        tmp_path_factory.mktemp("cli-stack"), CONVEYOR_COMMAND_CATALOG=json.dumps(CATALOG)
+    ) as running:
         yield running
 
 

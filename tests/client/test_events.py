@@ -167,6 +167,13 @@ def test_a_snapshot_of_a_finished_job_ends_the_stream():
     assert len(seen) == 1
 
 
+def test_resuming_past_the_final_event_ends_quietly():
+    seen, handler = recording(lambda: httpx.Response(204))
+    with sync_client(handler) as client:
+        assert list(client.events(JOB_ID, last_event_id=6)) == []
+    assert len(seen) == 1
+
+
 def test_it_gives_up_naming_the_url_after_reconnects_that_bring_nothing():
     attempts = 0
 

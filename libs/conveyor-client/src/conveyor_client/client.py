@@ -51,6 +51,8 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAX_RECONNECTS = 5
 CHUNK_BYTES = 1 << 20
+# The events endpoint's answer to a Last-Event-ID at (or past) the job's final event.
+NO_CONTENT = 204
 
 _JOB_TYPES = TypeAdapter(list[JobTypeInfo])
 _QUEUES = TypeAdapter(list[QueueStatus])
@@ -261,7 +263,8 @@ class ConveyorClient(_Requests):
     def events(self, job_id: JobId, last_event_id: int | str | None = None) -> Iterator[JobEvent]:
         """The job's events until it ends, resuming with `Last-Event-ID` when the stream drops.
 
-        Without `last_event_id` the first event is a `snapshot` of the whole job. Gives up
+        Without `last_event_id` the first event is a `snapshot` of the whole job; with
+        `last_event_id=0` the job's whole history is replayed instead. Gives up
         (ConnectionFailed, or the gateway's error) after `max_reconnects` attempts in a row
         that brought no event.
         """
@@ -278,6 +281,8 @@ class ConveyorClient(_Requests):
                     if response.is_error:
                         response.read()
                         raise error_from_response(response)
+                    if response.status_code == NO_CONTENT:  # resumed past the final event
+                        return
                     for sse in EventSource(response).iter_sse():
                         event = position.advance(sse)
                         failures = 0
@@ -456,6 +461,8 @@ class AsyncConveyorClient(_Requests):
                     if response.is_error:
                         await response.aread()
                         raise error_from_response(response)
+                    if response.status_code == NO_CONTENT:
+                        return
                     async for sse in EventSource(response).aiter_sse():
                         event = position.advance(sse)
                         failures = 0

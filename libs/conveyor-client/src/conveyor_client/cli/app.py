@@ -300,9 +300,9 @@ def logs(
 ) -> None:
     """A job's output: stdout to stdout, stderr to stderr (cmd.run writes output lines).
 
-    Without --follow, the output a finished job kept in its result. With --follow, lines
-    as the command writes them, state changes on stderr, until the job ends; the exit
-    code then tells how it ended.
+    Without --follow, the output a finished job kept in its result. With --follow, every
+    line from the job's start, then each new one as the command writes it, state changes
+    on stderr, until the job ends; the exit code then tells how it ended.
     """
     with reported(output), _client(url, api_key) as conveyor:
         if not follow:
@@ -313,10 +313,11 @@ def logs(
                 _print_kept_output(job)
             return
         final: JobState | None = None
-        for event in conveyor.events(job_id):
+        # Last-Event-ID 0: the job's whole history first, as `kubectl logs -f` shows it.
+        for event in conveyor.events(job_id, last_event_id=0):
             final = event.final_state or final
             if output is OutputFormat.JSON:
-                render.echo_json({"id": event.id, "event": event.kind, "data": event.data})
+                render.echo_json_line({"id": event.id, "event": event.kind, "data": event.data})
             else:
                 _print_event(event)
     raise typer.Exit(FINAL_EXIT.get(final, ExitCode.OK) if final else ExitCode.OK)

@@ -43,6 +43,11 @@ def echo_json(value: Any, *, err: bool = False) -> None:
     typer.echo(json.dumps(to_jsonable(value), indent=2, default=str), err=err)
 
 
+def echo_json_line(value: Any) -> None:
+    """One compact JSON document per line (JSON Lines), for streams of events."""
+    typer.echo(json.dumps(to_jsonable(value), separators=(",", ":"), default=str))
+
+
 def state_text(state: JobState) -> Text:
     return Text(str(state), style=STATE_STYLES.get(state, ""))
 

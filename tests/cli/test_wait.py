@@ -1,0 +1,127 @@
+"""`submit --wait` and `logs --follow`: following a job over its event stream, in a terminal.
+
+The progress bar is read from a pseudo-terminal (pexpect), where rich draws it live, as a
+user sees it. These need the gateway's `GET /v1/jobs/{id}/events`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pexpect
+from conftest import CONVEYOR, Cli
+
+PERCENT = re.compile(rb"(\d{1,3})%")
+TICKER = (
+    "import sys, time\n"
+    "for i in range(4):\n"
+    "    print(f'tick {i}', flush=True)\n"
+    "    time.sleep(0.7)\n"
+    "print('warning: done', file=sys.stderr, flush=True)"
+)
+
+
+def terminal(cli: Cli, *args: str, timeout: float = 120) -> pexpect.spawn:
+    env = {**cli.env}
+    env.pop("NO_COLOR", None)
+    env["TERM"] = "xterm-256color"
+    return pexpect.spawn(
+        CONVEYOR, list(args), env=env, cwd=str(cli.cwd), timeout=timeout, dimensions=(40, 160)
+    )
+
+
+def test_wait_draws_a_rising_progress_bar_then_prints_the_result(cli: Cli):
+    child = terminal(
+        cli,
+        "submit",
+        "ml.train",
+        "-p",
+        "dataset=synthetic",
+        "-p",
+        "n_samples=20000",
+        "-p",
+        "model=random_forest",
+        "--wait",
+    )
+    child.expect(rb"submitted ml.train job ([0-9a-f-]{36})")
+    job_id = child.match.group(1).decode()
+    child.expect(pexpect.EOF)
+    child.close()
+    screen = child.before
+
+    assert child.exitstatus == 0, screen.decode(errors="replace")[-2000:]
+    bar, _, result = screen.partition(b"state")  # the job's details follow the bar
+    shown = [int(p) for p in PERCENT.findall(bar)]
+    assert shown == sorted(shown), f"progress went down: {shown}"
+    assert any(0 < p < 100 for p in shown), f"no intermediate progress drawn: {shown}"
+    assert shown[-1] == 100
+    assert b"ml.train running" in bar
+    assert b"succeeded" in result and b'"accuracy"' in result
+    assert cli.json("get", job_id)["state"] == "succeeded"
+
+
+def test_wait_exits_3_when_the_job_is_cancelled(cli: Cli):
+    child = terminal(cli, "submit", "cmd.run", "-p", "command=sleep", "-p", 'args=["60"]', "--wait")
+    child.expect(rb"submitted cmd.run job ([0-9a-f-]{36})")
+    job_id = child.match.group(1).decode()
+    child.expect(rb"cmd.run running")
+    assert cli.run("cancel", job_id).returncode == 0
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert b"cancelled by request" in child.before
+
+
+def test_wait_with_json_output_prints_only_the_finished_job_and_exits_1_on_failure(cli: Cli):
+    result = cli.run(
+        "submit",
+        "data.transform",
+        "-p",
+        'rows=[{"a": 1}]',
+        "-p",
+        'steps=[{"op": "select", "columns": ["nope"]}]',
+        "--wait",
+        "--output",
+        "json",
+    )
+    assert result.returncode == 1, result.stderr
+    job = json.loads(result.stdout)  # nothing but the job: no bar in JSON mode
+    assert job["state"] == "failed" and "nope" in job["error"]
+
+
+def test_logs_follow_prints_each_line_as_the_command_writes_it(cli: Cli):
+    job_id = cli.json(
+        "submit", "cmd.run", "-p", "command=python", "-p", f"args={json.dumps(['-c', TICKER])}"
+    )["id"]
+    child = terminal(cli, "logs", job_id, "--follow")
+    arrived = []
+    for i in range(4):
+        child.expect(f"tick {i}".encode())
+        arrived.append(time.monotonic())
+    child.expect(b"warning: done")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    # Lines came as they were printed (0.7 s apart), not all at once at the end.
+    assert arrived[-1] - arrived[0] > 1.0
+
+    # Streams stay apart: stdout has the ticks, stderr the warning and the state changes.
+    replay = cli.run("logs", job_id, "--follow")
+    assert replay.returncode == 0
+    assert replay.stdout.splitlines() == [f"tick {i}" for i in range(4)]
+    assert "warning: done" in replay.stderr and "succeeded" in replay.stderr
+
+
+def test_logs_follow_as_json_lines(cli: Cli):
+    job_id = cli.json("submit", "cmd.run", "-p", "command=echo", "-p", 'args=["hello"]')["id"]
+    result = cli.run("logs", job_id, "--follow", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[-1] == "state" and events[-1]["data"]["state"] == "succeeded"
+    output = [event["data"] for event in events if event["event"] == "output"]
+    assert [(line["stream"], line["line"]) for line in output] == [("stdout", "hello")]
+    ids = [event["id"] for event in events]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
