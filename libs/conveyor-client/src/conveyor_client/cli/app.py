@@ -261,7 +261,7 @@ def list_jobs(
         return
     out.print(render.jobs_table(page.items))
     if page.next_cursor:
-        err.print(f"more: conveyor list --cursor {page.next_cursor}", style="dim")
+        err.print(f"more: conveyor list --cursor {page.next_cursor}", style="dim", soft_wrap=True)
 
 
 @app.command()

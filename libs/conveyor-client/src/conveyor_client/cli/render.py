@@ -97,7 +97,7 @@ def job_detail(job: JobView) -> RenderableType:
     grid.add_row("started", _when(job.started_at))
     grid.add_row("finished", _when(job.finished_at))
     grid.add_row("duration", _duration(job))
-    grid.add_row("params", JSON.from_data(job.params, indent=None))
+    grid.add_row("params", Text(json.dumps(job.params), overflow="fold"))
     if job.error:
         grid.add_row("error", Text(job.error, style="red"))
     if job.result is not None:
@@ -111,8 +111,8 @@ def types_table(types: Iterable[JobTypeInfo]) -> Table:
     table = Table(box=None, header_style="bold")
     table.add_column("TYPE", no_wrap=True)
     table.add_column("QUEUE", no_wrap=True)
-    table.add_column("PARAMS (* required)")
-    table.add_column("SUMMARY")
+    table.add_column("PARAMS (* required)", overflow="fold")
+    table.add_column("SUMMARY", overflow="fold")
     for info in types:
         params = ", ".join(param_names(info.params_schema))
         table.add_row(info.name, info.queue, Text(params), Text(info.summary))
