@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, JOB_TYPES, ML_TRAIN
-from support.keys import create_key
+from support.clients import create_key
 from support.stack import Stack, list_queues, rabbitmqctl, running_stack
 
 ECHO = {"command": "echo", "args": ["hi"]}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from conveyor_core.settings import DEFAULT_COMMAND_CATALOG
-from support.keys import KeyedStack
-from support.keys import keyed_stack as start_keyed_stack
+from support.clients import KeyedStack
+from support.clients import keyed_stack as start_keyed_stack
 from support.stack import VENV_BIN, Stack
 
 CONVEYOR = str(VENV_BIN / "conveyor")

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from conftest import Cli
 from conveyor_core.jobs import JOB_TYPES
-from support.keys import KeyedStack
+from support.clients import KeyedStack
 
 
 def wait_for_state(cli: Cli, job_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:

@@ -11,11 +11,15 @@ import re
 import time
 
 import pexpect
+import pytest
 from conftest import CONVEYOR, Cli
+from support.clients import KeyedStack, require_event_stream
 
 PERCENT = re.compile(rb"(\d{1,3})%")
+# Quiet for a while first: `logs --follow` is connected before the first line.
 TICKER = (
     "import sys, time\n"
+    "time.sleep(5)\n"
     "for i in range(4):\n"
     "    print(f'tick {i}', flush=True)\n"
     "    time.sleep(0.7)\n"
@@ -30,6 +34,11 @@ def terminal(cli: Cli, *args: str, timeout: float = 120) -> pexpect.spawn:
     return pexpect.spawn(
         CONVEYOR, list(args), env=env, cwd=str(cli.cwd), timeout=timeout, dimensions=(40, 160)
     )
+
+
+@pytest.fixture(autouse=True)
+def _needs_the_event_stream(keyed_stack: KeyedStack) -> None:
+    require_event_stream(keyed_stack.stack)
 
 
 def test_wait_draws_a_rising_progress_bar_then_prints_the_result(cli: Cli):
@@ -74,12 +83,17 @@ def test_wait_exits_3_when_the_job_is_cancelled(cli: Cli):
     assert b"cancelled by request" in child.before
 
 
-def test_wait_with_json_output_prints_only_the_finished_job_and_exits_1_on_failure(cli: Cli):
+def test_wait_with_json_output_prints_only_the_finished_job_and_exits_1_on_failure(
+    cli: Cli, tmp_path
+):
+    # A column the file does not have: found out only when the worker reads the file.
+    (tmp_path / "a.csv").write_text("a\n1\n")
+    source = cli.json("upload", str(tmp_path / "a.csv"))["path"]
     result = cli.run(
         "submit",
         "data.transform",
         "-p",
-        'rows=[{"a": 1}]',
+        f"source={source}",
         "-p",
         'steps=[{"op": "select", "columns": ["nope"]}]',
         "--wait",
@@ -96,6 +110,7 @@ def test_logs_follow_prints_each_line_as_the_command_writes_it(cli: Cli):
         "submit", "cmd.run", "-p", "command=python", "-p", f"args={json.dumps(['-c', TICKER])}"
     )["id"]
     child = terminal(cli, "logs", job_id, "--follow")
+    child.expect(rb"running \(attempt 1\)")  # the history so far; the command is still quiet
     arrived = []
     for i in range(4):
         child.expect(f"tick {i}".encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.keys import KeyedStack, keyed_stack
+from support.clients import KeyedStack, keyed_stack
 
 
 @pytest.fixture(scope="package")

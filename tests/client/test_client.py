@@ -21,7 +21,7 @@ from conveyor_client import (
     ValidationFailed,
 )
 from conveyor_core.jobs import JOB_TYPES
-from support.keys import KeyedStack, create_key
+from support.clients import KeyedStack, create_key
 from support.stack import free_port
 
 ECHO = {"command": "echo", "args": ["hello"]}
