@@ -3,63 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conveyor_core.settings import DEFAULT_COMMAND_CATALOG
-from support.clients import KeyedStack
+from support.clients import Cli, KeyedStack, cli_env
 from support.clients import keyed_stack as start_keyed_stack
-from support.stack import VENV_BIN, Stack
-
-CONVEYOR = str(VENV_BIN / "conveyor")
-
-
-@dataclass
-class Cli:
-    """Runs `conveyor` with CONVEYOR_URL / CONVEYOR_API_KEY set, as a user's shell would."""
-
-    env: dict[str, str]
-    cwd: Path
-
-    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CONVEYOR, *args],
-            env={**self.env, **env},
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def run_binary(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [CONVEYOR, *args], env=self.env, cwd=self.cwd, capture_output=True, timeout=timeout
-        )
-
-    def json(self, *args: str, **env: str) -> Any:
-        """Run with --output json; the command must succeed and print one JSON document."""
-        result = self.run(*args, "--output", "json", **env)
-        assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
-        return json.loads(result.stdout)
-
-
-def cli_env(stack: Stack, api_key: str | None, home: Path) -> dict[str, str]:
-    env = {key: value for key, value in stack.env.items() if not key.startswith("CONVEYOR_")}
-    env |= {
-        "CONVEYOR_URL": stack.base_url,
-        "HOME": str(home),  # no ~/.kube/config of the machine's
-        "COLUMNS": "200",  # tables are not cut to an 80-column pipe
-        "NO_COLOR": "1",
-    }
-    env.pop("KUBECONFIG", None)
-    if api_key:
-        env["CONVEYOR_API_KEY"] = api_key
-    return env
-
 
 # The catalog plus a command that prints over time, to watch output arrive line by line.
 PYTHON = "/usr/bin/python3"

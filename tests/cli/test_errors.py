@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from conftest import Cli
+from support.clients import Cli
 from support.stack import free_port
 
 

@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 import httpx
-from conftest import Cli
 from conveyor_core.jobs import JOB_TYPES
-from support.clients import KeyedStack
+from support.clients import Cli, KeyedStack
 
 
 def wait_for_state(cli: Cli, job_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:

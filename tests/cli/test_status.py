@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import Cli
 from conveyor_core.jobs import JOB_TYPES
+from support.clients import Cli
 from support.stack import free_port
 
 

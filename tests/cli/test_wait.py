@@ -12,8 +12,7 @@ import time
 
 import pexpect
 import pytest
-from conftest import CONVEYOR, Cli
-from support.clients import KeyedStack, require_event_stream
+from support.clients import CONVEYOR, Cli, KeyedStack, require_event_stream
 
 PERCENT = re.compile(rb"(\d{1,3})%")
 # Quiet for a while first: `logs --follow` is connected before the first line.

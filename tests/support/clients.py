@@ -1,13 +1,16 @@
 """For the client and CLI tests: a stack with API keys on, keys made the way an operator
-makes them, and whether the gateway serves the event stream yet."""
+makes them, whether the gateway serves the event stream yet, and `conveyor` run as a
+user runs it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -54,3 +57,51 @@ def require_event_stream(stack: Stack) -> None:
     paths = httpx.get(f"{stack.base_url}/openapi.json", timeout=10).json()["paths"]
     if EVENTS_PATH not in paths:
         pytest.skip(f"this gateway has no {EVENTS_PATH} yet")
+
+
+# --- the `conveyor` command, run as a user runs it
+
+CONVEYOR = str(VENV_BIN / "conveyor")
+
+
+@dataclass
+class Cli:
+    """Runs `conveyor` with CONVEYOR_URL / CONVEYOR_API_KEY set, as a user's shell would."""
+
+    env: dict[str, str]
+    cwd: Path
+
+    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CONVEYOR, *args],
+            env={**self.env, **env},
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def run_binary(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CONVEYOR, *args], env=self.env, cwd=self.cwd, capture_output=True, timeout=timeout
+        )
+
+    def json(self, *args: str, **env: str) -> Any:
+        """Run with --output json; the command must succeed and print one JSON document."""
+        result = self.run(*args, "--output", "json", **env)
+        assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+        return json.loads(result.stdout)
+
+
+def cli_env(stack: Stack, api_key: str | None, home: Path) -> dict[str, str]:
+    env = {key: value for key, value in stack.env.items() if not key.startswith("CONVEYOR_")}
+    env |= {
+        "CONVEYOR_URL": stack.base_url,
+        "HOME": str(home),  # no ~/.kube/config of the machine's
+        "COLUMNS": "200",  # tables are not cut to an 80-column pipe
+        "NO_COLOR": "1",
+    }
+    env.pop("KUBECONFIG", None)
+    if api_key:
+        env["CONVEYOR_API_KEY"] = api_key
+    return env
