@@ -11,8 +11,7 @@ import re
 import time
 
 import pexpect
-import pytest
-from support.clients import CONVEYOR, Cli, KeyedStack, require_event_stream
+from support.clients import CONVEYOR, Cli
 
 PERCENT = re.compile(rb"(\d{1,3})%")
 # Quiet for a while first: `logs --follow` is connected before the first line.
@@ -33,11 +32,6 @@ def terminal(cli: Cli, *args: str, timeout: float = 120) -> pexpect.spawn:
     return pexpect.spawn(
         CONVEYOR, list(args), env=env, cwd=str(cli.cwd), timeout=timeout, dimensions=(40, 160)
     )
-
-
-@pytest.fixture(autouse=True)
-def _needs_the_event_stream(keyed_stack: KeyedStack) -> None:
-    require_event_stream(keyed_stack.stack)
 
 
 def test_wait_draws_a_rising_progress_bar_then_prints_the_result(cli: Cli):

@@ -13,14 +13,9 @@ from conveyor_client import (
     ProgressEvent,
     StateEvent,
 )
-from support.clients import KeyedStack, require_event_stream
+from support.clients import KeyedStack
 
 TRAINING = {"dataset": "synthetic", "n_samples": 8000, "model": "random_forest"}
-
-
-@pytest.fixture(autouse=True)
-def _needs_the_event_stream(stack_with_keys: KeyedStack) -> None:
-    require_event_stream(stack_with_keys.stack)
 
 
 def test_events_follow_a_training_from_snapshot_to_success(stack_with_keys: KeyedStack):

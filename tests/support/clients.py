@@ -1,6 +1,5 @@
 """For the client and CLI tests: a stack with API keys on, keys made the way an operator
-makes them, whether the gateway serves the event stream yet, and `conveyor` run as a
-user runs it."""
+makes them, and `conveyor` run as a user runs it."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
 from support.stack import VENV_BIN, Stack, running_stack
 
 
@@ -43,20 +40,6 @@ def keyed_stack(workdir: Path, **extra_env: str) -> Iterator[KeyedStack]:
     ordinary one. SQLite: the clients do not depend on the store's backend."""
     with running_stack(workdir, "sqlite", CONVEYOR_AUTH_ENABLED="true", **extra_env) as stack:
         yield KeyedStack(stack, create_key(stack, "ops", "--admin"), create_key(stack, "user"))
-
-
-EVENTS_PATH = "/v1/jobs/{job_id}/events"
-
-
-def require_event_stream(stack: Stack) -> None:
-    """Skip a test that follows jobs when this gateway has no events endpoint at all.
-
-    The endpoint is built on another branch; this skip stops applying the moment it is
-    merged (the route appears in the OpenAPI schema), and never hides a broken endpoint.
-    """
-    paths = httpx.get(f"{stack.base_url}/openapi.json", timeout=10).json()["paths"]
-    if EVENTS_PATH not in paths:
-        pytest.skip(f"this gateway has no {EVENTS_PATH} yet")
 
 
 # --- the `conveyor` command, run as a user runs it
