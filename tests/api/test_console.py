@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from conveyor_api.routes.console import CONSOLE_DIR
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support.clients import create_key
 from support.stack import VENV_BIN, Stack, free_port, running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -387,18 +387,6 @@ def test_the_event_stream_parser_gives_the_same_events_however_the_bytes_arrive(
 @pytest.fixture(scope="module")
 def secured_url(stack: Stack) -> str:
     return start_gateway(stack, "api-secured", free_port(), CONVEYOR_AUTH_ENABLED="true")
-
-
-def create_key(stack: Stack, name: str, *flags: str) -> str:
-    created = subprocess.run(
-        [str(VENV_BIN / "conveyor-api"), "keys", "create", name, *flags],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return created.stdout.strip()
 
 
 def submit_as(stack: Stack, url: str, key: str, job_type: str, params: dict) -> str:
