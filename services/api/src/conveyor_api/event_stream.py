@@ -26,6 +26,7 @@ from sse_starlette import ServerSentEvent
 
 from conveyor_api.event_hub import EventHub, Subscription
 from conveyor_api.schemas import JobView
+from conveyor_api.service import JobRow
 
 READ_BATCH = 500
 SEPARATOR = "\n"
@@ -40,7 +41,7 @@ def sse(kind: EventKind, event_id: int, data: str) -> ServerSentEvent:
     return ServerSentEvent(data, event=kind.value, id=str(event_id), sep=SEPARATOR)
 
 
-def snapshot(job: Job) -> ServerSentEvent:
+def snapshot(job: Job | JobRow) -> ServerSentEvent:
     view = JobView.model_validate(job).model_dump_json()
     return sse(EventKind.SNAPSHOT, job.event_seq, view)
 
@@ -70,7 +71,7 @@ class JobEventStream:
         self.sessions = sessions
         self.hub = hub
 
-    async def has_ended_for(self, job: Job, last_event_id: int) -> bool:
+    async def has_ended_for(self, job: Job | JobRow, last_event_id: int) -> bool:
         """True when a client that saw `last_event_id` already has `job`'s final event."""
         if not JobState(job.state).is_final or last_event_id < job.event_seq:
             return False
@@ -83,7 +84,7 @@ class JobEventStream:
         return latest is not None and is_final(latest)
 
     async def follow(
-        self, job: Job, last_event_id: int | None, shutdown: anyio.Event
+        self, job: Job | JobRow, last_event_id: int | None, shutdown: anyio.Event
     ) -> AsyncIterator[ServerSentEvent]:
         """The events of `job` (as read for the request) for one client, until it ends.
 

@@ -28,6 +28,7 @@ from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
 from conveyor_api.routes import compat, console, events, files, health, jobs, queues
 from conveyor_api.service import JobService
+from conveyor_api.store import open_gateway_store
 
 log = logging.getLogger("conveyor.api")
 
@@ -59,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.artifacts = ArtifactStore(settings.artifact_root)
         BROKER_CONNECTED.set_function(lambda: float(publisher.is_connected))
         sessions = async_sessionmaker(engine, expire_on_commit=False)
-        app.state.jobs = JobService(sessions, publisher, settings.max_queued_per_key)
+        store = open_gateway_store(settings.database_url.get_secret_value(), engine)
+        jobs = JobService(store, publisher, settings.max_queued_per_key)
+        app.state.jobs = jobs
         app.state.key_verifier = KeyVerifier(sessions, settings.auth_cache_ttl_s)
         app.state.submit_buckets = TokenBuckets(settings.submit_rate_per_s, settings.submit_burst)
         if not settings.auth_enabled:
@@ -70,13 +73,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = EventHub(sessions, settings, settings.database_url.get_secret_value())
         app.state.event_hub = hub
         app.state.event_streams = JobEventStream(sessions, hub)
-        repairs = asyncio.create_task(Maintenance(sessions, publisher, settings).run_forever())
+        maintenance = Maintenance(sessions, publisher, jobs.dispatched, settings)
+        repairs = asyncio.create_task(maintenance.run_forever())
         event_wakeups = asyncio.create_task(hub.run_forever())
         try:
             yield
         finally:
             event_wakeups.cancel()
             repairs.cancel()
+            try:
+                await jobs.dispatched.flush()
+            except Exception:  # the next gateway's maintenance republishes what is left
+                log.warning("could not record every dispatched job before stopping")
+            await store.close()
             await publisher.close()
             await engine.dispose()
 

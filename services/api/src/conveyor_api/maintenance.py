@@ -1,7 +1,9 @@
 """Background repairs the gateway runs: jobs that would otherwise wait or run forever.
 
 - A `queued` job whose message RabbitMQ never confirmed (the gateway died between
-  committing the row and the confirm) is published again.
+  committing the row and the confirm, or before it recorded the confirm) is published
+  again. Confirms this gateway holds but has not written yet (`dispatched_at` is written
+  in the background) are written first, so their jobs are not published twice.
 - A `running` job whose heartbeat stopped long ago (its worker is gone and the job store
   could not be told) is failed with the reason, unless its message was already acked
   (handed over, see conveyor_core.worker.handover): then nothing in RabbitMQ will bring it
@@ -28,6 +30,7 @@ from conveyor_core.store.events import record_events_async, state_event
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from conveyor_api.batching import BackgroundMarks
 from conveyor_api.publisher import BrokerUnavailable, JobPublisher
 
 log = logging.getLogger("conveyor.api.maintenance")
@@ -40,10 +43,12 @@ class Maintenance:
         self,
         sessions: async_sessionmaker[AsyncSession],
         publisher: JobPublisher,
+        dispatched: BackgroundMarks[uuid.UUID],
         settings: Settings,
     ) -> None:
         self.sessions = sessions
         self.publisher = publisher
+        self.dispatched = dispatched
         self.settings = settings
 
     async def run_forever(self) -> None:
@@ -58,6 +63,7 @@ class Maintenance:
                 log.warning("maintenance round failed", exc_info=True)
 
     async def republish_undispatched(self) -> int:
+        await self.dispatched.flush()
         cutoff = utcnow() - timedelta(seconds=self.settings.undispatched_after_s)
         async with self.sessions() as session:
             rows = (
@@ -71,6 +77,8 @@ class Maintenance:
                     .limit(BATCH)
                 )
             ).all()
+        recorded_meanwhile = self.dispatched.pending  # confirmed since the flush above
+        rows = [row for row in rows if row[0] not in recorded_meanwhile]
         republished = await self._publish(rows)
         if republished:
             log.warning("published %d job(s) whose message was never confirmed", republished)
@@ -85,10 +93,7 @@ class Maintenance:
             except BrokerUnavailable:
                 log.warning("broker unavailable; undispatched jobs wait for the next round")
                 break
-            async with self.sessions.begin() as session:
-                await session.execute(
-                    update(Job).where(Job.id == job_id).values(dispatched_at=utcnow())
-                )
+            self.dispatched.add(job_id)  # written in the background, like a submission's
             published += 1
         return published
 

@@ -9,18 +9,31 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 from conveyor_core.jobs import AdmissionDenied, JobType
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
-from conveyor_core.store.events import record_events_async, state_event
-from sqlalchemy import and_, delete, or_, select, update
+from conveyor_core.store.events import record_events, state_event
+from sqlalchemy import (
+    Connection,
+    Executable,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from conveyor_api.batching import BackgroundMarks, Batcher
 from conveyor_api.metrics import JOBS_SUBMITTED
 from conveyor_api.publisher import JobPublisher
+from conveyor_api.store import GatewayStore, Work
 
 
 class IdempotencyConflict(Exception):
@@ -41,7 +54,10 @@ class QueueQuotaExceeded(Exception):
 
 @dataclass(frozen=True)
 class Submitted:
-    job: Job
+    id: uuid.UUID
+    type: str
+    state: JobState
+    created_at: datetime
     replayed: bool
 
 
@@ -52,7 +68,7 @@ def request_fingerprint(job_type: JobType, params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def encode_cursor(job: Job) -> str:
+def encode_cursor(job: Row[Any]) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -73,16 +89,96 @@ class CancelOutcome(Enum):
     NOT_FOUND = "not_found"
 
 
+# Statements built once: SQLAlchemy memoizes a statement's cache key on the object, so a
+# request reuses the compiled SQL without rebuilding and re-hashing the statement.
+JOBS = cast(Table, Job.__table__)
+_INSERT_JOBS = insert(JOBS)
+_SELECT_JOBS = select(JOBS).where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
+_MARK_DISPATCHED = (
+    update(JOBS)
+    .where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(dispatched_at=bindparam("now"))
+)
+
+JobRow = Row[Any]  # a `jobs` row: attribute access by column name, like the ORM object
+
+
+def _insert_jobs(rows: list[dict[str, Any]]) -> Work[None]:
+    def work(connection: Connection) -> None:
+        connection.execute(_INSERT_JOBS, rows)  # executemany: compiled once, one transaction
+
+    return work
+
+
+def _fetch(statement: Executable, params: dict[str, Any] | None = None) -> Work[list[JobRow]]:
+    def work(connection: Connection) -> list[JobRow]:
+        return list(connection.execute(statement, params).all())
+
+    return work
+
+
+def _rowcount(statement: Executable, params: dict[str, Any] | None = None) -> Work[int]:
+    def work(connection: Connection) -> int:
+        return connection.execute(statement, params).rowcount
+
+    return work
+
+
+def _cancel(job_id: uuid.UUID, now: datetime) -> Work[CancelOutcome]:
+    error = "cancelled by request"
+
+    def work(connection: Connection) -> CancelOutcome:
+        queued = connection.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.state == JobState.QUEUED)
+            .values(
+                state=JobState.CANCELLED,
+                cancel_requested=True,
+                finished_at=now,
+                updated_at=now,
+                error=error,
+                event_seq=JOBS.c.event_seq + 1,
+            )
+            .returning(JOBS.c.attempts, JOBS.c.event_seq)
+        ).one_or_none()
+        if queued is not None:  # its event stream ends here; a running job's, at its worker
+            cancelled = state_event(JobState.CANCELLED, queued.attempts, error)
+            record_events(connection, job_id, queued.event_seq, [cancelled])
+            return CancelOutcome.CANCELLED
+        running = connection.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.state == JobState.RUNNING)
+            .values(cancel_requested=True, updated_at=now)
+        )
+        return CancelOutcome.REQUESTED if running.rowcount else CancelOutcome.ALREADY_FINAL
+
+    # Not retried after a lost connection: a cut-off COMMIT that went through would then
+    # read as "already final".
+    return work
+
+
 class JobService:
+    """Submissions and lookups, with group commit (see batching.py) on the hot paths.
+
+    Concurrent submissions share one INSERT, and each still waits for the statement
+    holding its row to be committed, and for its own publisher confirm, before its 202.
+    Concurrent lookups share one SELECT. `dispatched_at` is written in the background, in
+    batches: if that write is lost (the gateway dies first), the maintenance loop
+    publishes the job again, and the worker's claim makes the duplicate message harmless.
+    """
+
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        store: GatewayStore,
         publisher: JobPublisher,
         max_queued_per_owner: int = 0,
     ) -> None:
-        self.sessions = sessions
+        self.store = store
         self.publisher = publisher
         self.max_queued_per_owner = max_queued_per_owner
+        self._inserts: Batcher[dict[str, Any], None] = Batcher(self._insert_batch)
+        self._lookups: Batcher[uuid.UUID, JobRow | None] = Batcher(self._select_batch)
+        self.dispatched: BackgroundMarks[uuid.UUID] = BackgroundMarks(self._mark_dispatched)
 
     async def submit(
         self,
@@ -104,41 +200,46 @@ class JobService:
             if previous is not None:
                 return self._replay(previous, fingerprint)
         await self._check_queue_quota(owner)
-        job = Job(
-            id=uuid.uuid4(),
-            type=job_type.name,
-            state=JobState.QUEUED,
-            params=params,
-            progress=0.0,
-            attempts=0,
-            cancel_requested=False,
-            artifacts=[],
-            owner=owner,
-            origin=origin,
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
-            created_at=utcnow(),
-        )
-        job.updated_at = job.created_at
+        now = utcnow()
+        row: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "type": job_type.name,
+            "state": JobState.QUEUED,
+            "params": params,
+            "progress": 0.0,
+            "attempts": 0,
+            "cancel_requested": False,
+            "artifacts": [],
+            "owner": owner,
+            "origin": origin,
+            "idempotency_key": idempotency_key,
+            "request_hash": fingerprint,
+            "created_at": now,
+            "updated_at": now,
+        }
+        job_id: uuid.UUID = row["id"]
+        if idempotency_key is None:
+            await self._inserts.run(row)
+        else:
+            # Alone in its transaction: a unique-key violation must fail only this request.
+            try:
+                await self.store.write(_insert_jobs([row]), retry_on_disconnect=False)
+            except IntegrityError:
+                # Another request with the same key won the race; answer with its job.
+                previous = await self._find_by_key(owner, idempotency_key)
+                if previous is None:
+                    raise
+                return self._replay(previous, fingerprint)
         try:
-            async with self.sessions.begin() as session:
-                session.add(job)
-        except IntegrityError:
-            # Another request with the same key won the race; answer with its job.
-            assert idempotency_key is not None
-            previous = await self._find_by_key(owner, idempotency_key)
-            if previous is None:
-                raise
-            return self._replay(previous, fingerprint)
-        try:
-            await self.publisher.publish(job_type, job.id)
+            await self.publisher.publish(job_type, job_id)
         except BaseException:
-            async with self.sessions.begin() as session:
-                await session.execute(delete(Job).where(Job.id == job.id))
+            await self.store.write(_rowcount(delete(JOBS).where(JOBS.c.id == job_id)))
             raise
-        await self._mark_dispatched(job.id)
+        self.dispatched.add(job_id)
         JOBS_SUBMITTED.labels(job_type.name).inc()
-        return Submitted(job=job, replayed=False)
+        return Submitted(
+            id=job_id, type=job_type.name, state=JobState.QUEUED, created_at=now, replayed=False
+        )
 
     async def check_source(self, params: Any, owner: str, admin: bool) -> None:
         """A key may read its own uploads and its own jobs' artifacts, nothing else."""
@@ -160,13 +261,25 @@ class JobService:
             "(PUT /v1/files/<name>) or jobs/<id of your job>/<artifact>"
         )
 
-    async def _mark_dispatched(self, job_id: uuid.UUID) -> None:
-        # If this write is lost (the gateway dies now), the reconciler publishes the job
-        # again; the worker's claim makes the duplicate message harmless.
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(Job).where(Job.id == job_id).values(dispatched_at=utcnow())
-            )
+    # --- batches: one statement for every request that queued meanwhile
+
+    async def _insert_batch(self, rows: list[dict[str, Any]]) -> list[None]:
+        try:
+            await self.store.write(_insert_jobs(rows))
+        except IntegrityError:
+            # Only the ids can clash (fresh uuid4s; no idempotency key in a batch): the
+            # batch was retried after a lost connection, and its first COMMIT had gone through.
+            if (await self._select_batch([rows[0]["id"]]))[0] is None:
+                raise
+        return [None] * len(rows)
+
+    async def _select_batch(self, job_ids: list[uuid.UUID]) -> list[JobRow | None]:
+        rows = await self.store.read(_fetch(_SELECT_JOBS, {"ids": list(set(job_ids))}))
+        by_id = {row.id: row for row in rows}
+        return [by_id.get(job_id) for job_id in job_ids]
+
+    async def _mark_dispatched(self, job_ids: list[uuid.UUID]) -> None:
+        await self.store.write(_rowcount(_MARK_DISPATCHED, {"ids": job_ids, "now": utcnow()}))
 
     async def _check_queue_quota(self, owner: str) -> None:
         limit = self.max_queued_per_owner
@@ -174,35 +287,38 @@ class JobService:
             return
         # Is there a limit-th queued job? Reads at most `limit` index entries, never counts all.
         nth_queued = (
-            select(Job.id)
-            .where(Job.owner == owner, Job.state == JobState.QUEUED)
+            select(JOBS.c.id)
+            .where(JOBS.c.owner == owner, JOBS.c.state == JobState.QUEUED)
             .offset(limit - 1)
             .limit(1)
         )
-        async with self.sessions() as session:
-            if await session.scalar(nth_queued) is not None:
-                raise QueueQuotaExceeded(
-                    f"{limit} jobs of this key are already queued; wait for some to start"
-                )
+        if await self.store.read(_fetch(nth_queued)):
+            raise QueueQuotaExceeded(
+                f"{limit} jobs of this key are already queued; wait for some to start"
+            )
 
     @staticmethod
-    def _replay(previous: Job, fingerprint: str) -> Submitted:
+    def _replay(previous: JobRow, fingerprint: str) -> Submitted:
         if previous.request_hash != fingerprint:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used for a different request"
             )
-        return Submitted(job=previous, replayed=True)
+        return Submitted(
+            id=previous.id,
+            type=previous.type,
+            state=JobState(previous.state),
+            created_at=previous.created_at,
+            replayed=True,
+        )
 
-    async def _find_by_key(self, owner: str, key: str) -> Job | None:
-        async with self.sessions() as session:
-            found: Job | None = await session.scalar(
-                select(Job).where(Job.owner == owner, Job.idempotency_key == key)
-            )
-            return found
+    async def _find_by_key(self, owner: str, key: str) -> JobRow | None:
+        rows = await self.store.read(
+            _fetch(select(JOBS).where(JOBS.c.owner == owner, JOBS.c.idempotency_key == key))
+        )
+        return rows[0] if rows else None
 
-    async def get(self, job_id: uuid.UUID, owner: str | None = None) -> Job | None:
-        async with self.sessions() as session:
-            job = await session.get(Job, job_id)
+    async def get(self, job_id: uuid.UUID, owner: str | None = None) -> JobRow | None:
+        job = await self._lookups.run(job_id)
         if job is None or (owner is not None and job.owner != owner):
             return None
         return job
@@ -215,62 +331,33 @@ class JobService:
         limit: int,
         cursor: str | None,
         owner: str | None = None,
-    ) -> tuple[list[Job], str | None]:
+    ) -> tuple[list[JobRow], str | None]:
         """Newest first, keyset-paginated on (created_at, id): stable under inserts."""
-        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        query = select(JOBS).order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc()).limit(limit + 1)
         if type_name is not None:
-            query = query.where(Job.type == type_name)
+            query = query.where(JOBS.c.type == type_name)
         if state is not None:
-            query = query.where(Job.state == state)
+            query = query.where(JOBS.c.state == state)
         if owner is not None:
-            query = query.where(Job.owner == owner)
+            query = query.where(JOBS.c.owner == owner)
         if cursor is not None:
             created_at, job_id = decode_cursor(cursor)
             query = query.where(
                 or_(
-                    Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id)
+                    JOBS.c.created_at < created_at,
+                    and_(JOBS.c.created_at == created_at, JOBS.c.id < job_id),
                 )
             )
-        async with self.sessions() as session:
-            jobs = list((await session.scalars(query)).all())
+        jobs = await self.store.read(_fetch(query))
         if len(jobs) > limit:
             return jobs[:limit], encode_cursor(jobs[limit - 1])
         return jobs, None
 
     async def cancel(
         self, job_id: uuid.UUID, owner: str | None = None
-    ) -> tuple[CancelOutcome, Job | None]:
+    ) -> tuple[CancelOutcome, JobRow | None]:
         job = await self.get(job_id, owner)
         if job is None:
             return CancelOutcome.NOT_FOUND, None
-        now = utcnow()
-        error = "cancelled by request"
-        async with self.sessions.begin() as session:
-            queued = (
-                await session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == JobState.QUEUED)
-                    .values(
-                        state=JobState.CANCELLED,
-                        cancel_requested=True,
-                        finished_at=now,
-                        updated_at=now,
-                        error=error,
-                        event_seq=Job.event_seq + 1,
-                    )
-                    .returning(Job.attempts, Job.event_seq)
-                )
-            ).one_or_none()
-            outcome = CancelOutcome.CANCELLED
-            if queued is not None:  # its event stream ends here; a running job's, at its worker
-                cancelled = state_event(JobState.CANCELLED, queued.attempts, error)
-                await record_events_async(session, job_id, queued.event_seq, [cancelled])
-            else:
-                running = await session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.state == JobState.RUNNING)
-                    .values(cancel_requested=True, updated_at=now)
-                )
-                rowcount = running.rowcount  # type: ignore[attr-defined]
-                outcome = CancelOutcome.REQUESTED if rowcount else CancelOutcome.ALREADY_FINAL
+        outcome = await self.store.write(_cancel(job_id, utcnow()), retry_on_disconnect=False)
         return outcome, await self.get(job_id, owner)

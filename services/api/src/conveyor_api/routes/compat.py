@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, ML_TRAIN, AdmissionDenied, JobType
 from conveyor_core.states import JobState
-from conveyor_core.store import Job
 from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
@@ -21,6 +20,7 @@ from conveyor_api.auth import Principal, PrincipalDep
 from conveyor_api.deps import JobsDep, SettingsDep
 from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import Problem
+from conveyor_api.service import JobRow
 
 router = APIRouter(tags=["compatibility (blog pattern)"])
 
@@ -72,7 +72,7 @@ async def _submit(
     job_type.check_admission(params, settings)
     dumped = job_type.params_adapter.dump_python(params, mode="json")
     submitted = await jobs.submit(job_type, dumped, origin=origin, owner=caller.owner)
-    return TaskSubmitted(task_id=submitted.job.id)
+    return TaskSubmitted(task_id=submitted.id)
 
 
 @router.post("/train", response_model=TaskSubmitted)
@@ -137,7 +137,7 @@ async def transform(
     return await _submit(jobs, settings, caller, DATA_TRANSFORM, params, "compat.transform")
 
 
-async def _job_or_404(jobs: JobsDep, caller: Principal, task_id: uuid.UUID) -> Job:
+async def _job_or_404(jobs: JobsDep, caller: Principal, task_id: uuid.UUID) -> JobRow:
     job = await jobs.get(task_id, caller.owner_filter)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"task {task_id} not found")
@@ -150,7 +150,7 @@ async def task_status(task_id: uuid.UUID, jobs: JobsDep, caller: PrincipalDep) -
     return TaskStatus(status=CELERY_STATUS[JobState(job.state)])
 
 
-def _compat_result(job: Job) -> Any:
+def _compat_result(job: JobRow) -> Any:
     """The result in the shape the original endpoints returned."""
     if job.state == JobState.FAILED:
         return job.error

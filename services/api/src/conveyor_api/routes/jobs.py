@@ -64,12 +64,14 @@ async def submit_job(
     submitted = await jobs.submit(
         job_type, params, idempotency_key=idempotency_key, owner=caller.owner
     )
-    job = submitted.job
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = f"/v1/jobs/{submitted.id}"
     if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return JobAccepted(
-        id=job.id, type=job.type, state=JobState(job.state), created_at=job.created_at
+        id=submitted.id,
+        type=submitted.type,
+        state=submitted.state,
+        created_at=submitted.created_at,
     )
 
 

@@ -1,0 +1,126 @@
+"""Group commit: concurrent requests share one job store round trip instead of one each.
+
+Under load, most of a submission's cost is the transaction around its one-row INSERT
+(and, on SQLite, the thread hops of every statement); most of a status poll's is the
+connection checkout around its one-row SELECT. A batcher lets every request that arrives
+while a batch is in flight wait for the next one, which then carries all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+log = logging.getLogger("conveyor.api.batching")
+
+T = TypeVar("T")
+R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
+
+
+class Batcher(Generic[T, R]):
+    """Runs `run_batch(items)` for everything queued while the previous batch ran.
+
+    `run(item)` returns the item's result once the batch holding it is done, or raises the
+    batch's error. There is no timer: an idle batcher starts a batch at once (no added
+    latency), and under load a batch is whatever queued meanwhile, so its size follows the
+    load. `run_batch` returns one result per item, in order.
+    """
+
+    def __init__(
+        self, run_batch: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 256
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def run(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # A caller that gives up (its client left) does not cancel the batch: the flusher
+        # is its own task, and the other callers' items are in the same transaction.
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._run_batch([item for item, _ in batch])
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+class BackgroundMarks(Generic[K]):
+    """Writes a set of marks in the background, in batches, retrying while the store is down.
+
+    `add` returns at once: for writes no caller needs to wait for (a row's `dispatched_at`
+    once its message is confirmed). `flush` waits until everything added so far is written,
+    and `pending` tells what is not written yet.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[K]], Awaitable[None]],
+        *,
+        max_batch: int = 500,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._retry_after_s = retry_after_s
+        self._queued: list[K] = []
+        self._writing: list[K] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> set[K]:
+        return {*self._queued, *self._writing}
+
+    def add(self, key: K) -> None:
+        self._queued.append(key)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+
+    def add_all(self, keys: Iterable[K]) -> None:
+        for key in keys:
+            self.add(key)
+
+    async def flush(self) -> None:
+        """Wait until every mark added before this call is written (raises if it cannot be)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        if self._queued:  # the last writer gave up (see _drain): one more try, here
+            self._writer = asyncio.create_task(self._drain(retries=0))
+            await asyncio.shield(self._writer)
+            if self._queued:
+                raise RuntimeError(f"{len(self._queued)} mark(s) could not be written")
+
+    async def _drain(self, retries: int = 5) -> None:
+        failures = 0
+        while self._queued:
+            self._writing = self._queued[: self._max_batch]
+            del self._queued[: self._max_batch]
+            try:
+                await self._write(self._writing)
+            except Exception:
+                self._queued[:0] = self._writing  # keep them, in order, for the next try
+                failures += 1
+                if failures > retries:
+                    log.warning("job store unavailable: %d mark(s) wait", len(self._queued))
+                    return
+                log.warning("writing %d mark(s) failed; retrying", len(self._writing))
+                await asyncio.sleep(self._retry_after_s * failures)
+            finally:
+                self._writing = []
