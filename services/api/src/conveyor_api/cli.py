@@ -32,6 +32,7 @@ def serve(
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level=settings.log_level.lower(),
+        access_log=settings.api_access_log,
         timeout_graceful_shutdown=20,
     )
 

@@ -1,4 +1,8 @@
-"""What handlers depend on, as Annotated aliases: a signature tells what a handler touches."""
+"""What handlers depend on, as Annotated aliases: a signature tells what a handler touches.
+
+The providers are `async def` although they do not await: FastAPI runs a plain `def`
+dependency in its thread pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +18,17 @@ from conveyor_api.publisher import JobPublisher
 from conveyor_api.service import JobService
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_jobs(request: Request) -> JobService:
+async def get_jobs(request: Request) -> JobService:
     jobs: JobService = request.app.state.jobs
     return jobs
 
 
-def get_artifacts(request: Request) -> ArtifactStore:
+async def get_artifacts(request: Request) -> ArtifactStore:
     artifacts: ArtifactStore = request.app.state.artifacts
     return artifacts
 

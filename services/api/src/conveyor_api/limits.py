@@ -28,9 +28,14 @@ class BodySizeLimit:
             return
         is_upload = str(scope.get("path", "")).startswith(UPLOAD_PREFIX)
         limit = self.max_upload_bytes if is_upload else self.max_body_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
             await self._refuse(scope, send, limit)
+            return
+        if declared is not None:
+            # Without Transfer-Encoding the server reads exactly Content-Length bytes of
+            # body, so the check above capped it: no need to count it as it streams.
+            await self.app(scope, receive, send)
             return
         received = 0
 
@@ -66,3 +71,14 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size; None when the body is chunked (or the header is not a size)."""
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return None  # it overrides Content-Length: count the body as it streams
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+    return length

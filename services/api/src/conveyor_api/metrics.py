@@ -54,6 +54,10 @@ class HttpMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Label lookups take a lock and build a key every time: keep the children, per
+        # (route, method, status). Bounded: route templates and methods are finite.
+        self._counters: dict[tuple[str, str, int], Counter] = {}
+        self._timers: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +75,16 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = _route_template(scope)
-            method = scope["method"]
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_SECONDS.labels(route, method).observe(time.perf_counter() - started)
+            self._record(_route_template(scope), scope["method"], status, started)
+
+    def _record(self, route: str, method: str, status: int, started: float) -> None:
+        counter = self._counters.get((route, method, status))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(route, method, str(status))
+            self._counters[route, method, status] = counter
+        counter.inc()
+        timer = self._timers.get((route, method))
+        if timer is None:
+            timer = HTTP_SECONDS.labels(route, method)
+            self._timers[route, method] = timer
+        timer.observe(time.perf_counter() - started)

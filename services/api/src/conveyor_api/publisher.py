@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 import uuid
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -42,6 +43,43 @@ class BrokerUnavailable(Exception):
     """RabbitMQ did not take the message (down, unreachable, or no confirm in time)."""
 
 
+class MessageTemplate:
+    """One job type's Celery task message, built by Celery once; each job only swaps its id.
+
+    Building a protocol-v2 message with Celery (`as_task_v2`, then kombu's serializer)
+    costs ~0.1 ms of CPU per submission; the result differs between jobs only in the id.
+    """
+
+    PLACEHOLDER = "00000000-0000-4000-8000-000000000000"
+
+    def __init__(self, protocol: Celery, job_type: JobType, origin: str) -> None:
+        task = protocol.amqp.as_task_v2(
+            self.PLACEHOLDER,
+            job_type.task_name,
+            args=(),
+            kwargs={"job_id": self.PLACEHOLDER},
+            origin=origin,
+        )
+        self.content_type, self.content_encoding, body = dumps(task.body, serializer="json")
+        body = body.decode() if isinstance(body, bytes) else body
+        self._body_parts = body.split(self.PLACEHOLDER)
+        self._headers: dict[str, Any] = task.headers
+        self._id_headers = [
+            name
+            for name, value in task.headers.items()
+            if isinstance(value, str) and self.PLACEHOLDER in value
+        ]
+
+    def body(self, task_id: str) -> bytes:
+        return task_id.join(self._body_parts).encode()
+
+    def headers(self, task_id: str) -> dict[str, Any]:
+        headers = dict(self._headers)
+        for name in self._id_headers:
+            headers[name] = self._headers[name].replace(self.PLACEHOLDER, task_id)
+        return headers
+
+
 class JobPublisher:
     def __init__(self, broker_url: str, job_types: list[JobType], confirm_timeout_s: float) -> None:
         self._url = broker_url
@@ -52,8 +90,9 @@ class JobPublisher:
         self._channel: AbstractChannel | None = None
         self._connector: asyncio.Task[None] | None = None
         # Only used to build protocol-v2 messages; it never connects anywhere.
-        self._protocol = Celery("conveyor-api", set_as_current=False)
-        self._origin = f"conveyor-api@{socket.gethostname()}"
+        protocol = Celery("conveyor-api", set_as_current=False)
+        origin = f"conveyor-api@{socket.gethostname()}"
+        self._templates = {t.name: MessageTemplate(protocol, t, origin) for t in job_types}
 
     async def start(self) -> None:
         """Connect in the background: the gateway starts (not ready) while RabbitMQ is down."""
@@ -112,15 +151,12 @@ class JobPublisher:
 
     def _message(self, job_type: JobType, job_id: uuid.UUID) -> aio_pika.Message:
         task_id = str(job_id)
-        task = self._protocol.amqp.as_task_v2(
-            task_id, job_type.task_name, args=(), kwargs={"job_id": task_id}, origin=self._origin
-        )
-        content_type, encoding, body = dumps(task.body, serializer="json")
+        template = self._templates[job_type.name]
         return aio_pika.Message(
-            body=body.encode() if isinstance(body, str) else body,
-            content_type=content_type,
-            content_encoding=encoding,
-            headers=task.headers,
+            body=template.body(task_id),
+            content_type=template.content_type,
+            content_encoding=template.content_encoding,
+            headers=template.headers(task_id),
             correlation_id=task_id,
             message_id=task_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

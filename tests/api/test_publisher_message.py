@@ -1,0 +1,30 @@
+"""The gateway's job messages are exactly the ones Celery itself would build."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from celery import Celery
+from conveyor_api.publisher import MessageTemplate
+from conveyor_core.jobs import JOB_TYPES
+from kombu.serialization import dumps
+
+ORIGIN = "conveyor-api@test-host"
+
+
+@pytest.mark.parametrize("type_name", sorted(JOB_TYPES))
+def test_a_templated_message_equals_the_one_celery_builds_for_the_same_job(type_name: str):
+    protocol = Celery("conveyor-api", set_as_current=False)
+    job_type = JOB_TYPES[type_name]
+    template = MessageTemplate(protocol, job_type, ORIGIN)
+    for _ in range(3):
+        task_id = str(uuid.uuid4())
+        expected = protocol.amqp.as_task_v2(
+            task_id, job_type.task_name, args=(), kwargs={"job_id": task_id}, origin=ORIGIN
+        )
+        content_type, encoding, body = dumps(expected.body, serializer="json")
+        assert template.headers(task_id) == expected.headers
+        assert template.body(task_id) == body.encode()
+        assert (template.content_type, template.content_encoding) == (content_type, encoding)
+        assert task_id in template.headers(task_id)["kwargsrepr"]
