@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+POOL_RECYCLE_S = 300
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,13 +47,22 @@ def _prepare_sqlite_dir(url: URL) -> None:
 
 
 def make_sync_engine(url: str, **kwargs: Any) -> Engine:
+    """The workers' engine (one per process: connections must not cross a fork).
+
+    Connections are kept (SQLite: opening one and setting its pragmas cost as much as a
+    small transaction) and not pinged: a connection the server dropped fails its first
+    statement, SQLAlchemy replaces the pool's connections, and the worker's store retry
+    (`_retrying` in the runtime) runs the transaction again. pool_recycle renews
+    connections before a proxy or firewall drops them for idling.
+    """
     parsed = sync_url(url)
+    pool: dict[str, Any] = {} if "poolclass" in kwargs else {"pool_size": 2, "max_overflow": 4}
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_dir(parsed)
-        engine = create_engine(parsed, poolclass=NullPool, **kwargs)
+        engine = create_engine(parsed, **pool, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=4, **kwargs)
+    return create_engine(parsed, pool_recycle=POOL_RECYCLE_S, **pool, **kwargs)
 
 
 def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -61,7 +72,16 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_dir(parsed)
-        engine = create_async_engine(parsed, **kwargs)
+        # One connection: SQLite takes one writer at a time anyway, so the gateway's writers
+        # queue in asyncio (and share transactions, see the gateway's batching) instead of
+        # sleeping in SQLite's busy handler against each other.
+        engine = create_async_engine(parsed, pool_size=1, max_overflow=0, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+    # No pool_pre_ping: it costs a round trip per checkout, on every request. A connection
+    # the server dropped fails its first statement instead; SQLAlchemy then replaces every
+    # pooled connection, and the gateway retries a statement that failed that way once.
+    # pool_recycle renews connections before a proxy or firewall drops them for idling.
+    return create_async_engine(
+        parsed, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_S, **kwargs
+    )
