@@ -16,8 +16,9 @@ import uuid
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
+from aiormq import spec
 from celery import Celery
 from conveyor_core.api_models import QueueStatus
 from conveyor_core.jobs import JobType
@@ -86,7 +87,6 @@ class JobPublisher:
         self._job_types = job_types
         self._confirm_timeout_s = confirm_timeout_s
         self._connection: AbstractRobustConnection | None = None
-        self._exchange: AbstractExchange | None = None
         self._channel: AbstractChannel | None = None
         self._connector: asyncio.Task[None] | None = None
         # Only used to build protocol-v2 messages; it never connects anywhere.
@@ -147,37 +147,46 @@ class JobPublisher:
                 job_type.dead_letter_queue, durable=True, arguments=DEAD_LETTER_QUEUE_ARGUMENTS
             )
             await dead_letter_queue.bind(dead_letters, routing_key=job_type.queue)
-        self._connection, self._channel, self._exchange = connection, channel, exchange
+        self._connection, self._channel = connection, channel
 
-    def _message(self, job_type: JobType, job_id: uuid.UUID) -> aio_pika.Message:
-        task_id = str(job_id)
+    def _properties(self, job_type: JobType, task_id: str) -> spec.Basic.Properties:
         template = self._templates[job_type.name]
-        return aio_pika.Message(
-            body=template.body(task_id),
+        return spec.Basic.Properties(
             content_type=template.content_type,
             content_encoding=template.content_encoding,
             headers=template.headers(task_id),
             correlation_id=task_id,
             message_id=task_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
         )
 
     async def publish(self, job_type: JobType, job_id: uuid.UUID) -> None:
         """Return once RabbitMQ confirmed the message; raise BrokerUnavailable otherwise."""
-        if not self.is_connected or self._exchange is None:
+        if not self.is_connected or self._channel is None:
             raise BrokerUnavailable("RabbitMQ is not reachable")
-        message = self._message(job_type, job_id)
+        task_id = str(job_id)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
+                # The robust channel's current AMQP channel, used directly: building an
+                # aio_pika.Message for each job costs a fifth of the publish's CPU.
+                channel = await self._channel.get_underlay_channel()
                 # mandatory: a message no queue would take is returned as an error, not dropped
-                await self._exchange.publish(message, routing_key=job_type.queue, mandatory=True)
+                confirmation = await channel.basic_publish(
+                    self._templates[job_type.name].body(task_id),
+                    exchange=EXCHANGE,
+                    routing_key=job_type.queue,
+                    properties=self._properties(job_type, task_id),
+                    mandatory=True,
+                )
         except TimeoutError as error:
             raise BrokerUnavailable(
                 f"RabbitMQ did not confirm the message within {self._confirm_timeout_s}s"
             ) from error
         except Exception as error:
             raise BrokerUnavailable(f"RabbitMQ refused the message: {error}") from error
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise BrokerUnavailable(f"RabbitMQ did not take the message: {confirmation!r}")
         PUBLISH_SECONDS.labels(job_type.name).observe(time.perf_counter() - started)
 
     async def queue_status(self) -> list[QueueStatus]:
