@@ -93,22 +93,45 @@ def test_a_caller_that_gives_up_does_not_cancel_the_others_in_its_batch():
     asyncio.run(scenario())
 
 
-def test_background_marks_are_written_in_batches_and_flush_waits_for_them():
+def test_background_marks_are_written_shortly_after_in_one_batch():
     async def scenario() -> None:
         written: list[list[str]] = []
 
         async def write(keys: list[str]) -> None:
-            await asyncio.sleep(0.01)
             written.append(keys)
 
-        marks: BackgroundMarks[str] = BackgroundMarks(write)
-        marks.add("a")  # returns at once; the write starts in the background
-        assert marks.pending == {"a"}
-        await asyncio.sleep(0)  # "a" is being written: what comes now waits for the next batch
+        marks: BackgroundMarks[str] = BackgroundMarks(write, delay_s=0.05)
+        marks.add("a")  # returns at once
         marks.add_all(["b", "c"])
+        await asyncio.sleep(0.01)
+        assert written == []  # still waiting for a transaction to carry them
         assert marks.pending == {"a", "b", "c"}
+        await asyncio.sleep(0.1)
+        assert written == [["a", "b", "c"]]
+        assert marks.pending == set()
+
+    asyncio.run(scenario())
+
+
+def test_marks_another_transaction_carries_are_not_written_again_unless_it_failed():
+    async def scenario() -> None:
+        written: list[str] = []
+
+        async def write(keys: list[str]) -> None:
+            written.extend(keys)
+
+        marks: BackgroundMarks[str] = BackgroundMarks(write, delay_s=0.01)
+        marks.add_all(["a", "b"])
+        carried = marks.take()
+        assert carried == ["a", "b"]
+        assert marks.pending == {"a", "b"}  # not committed yet
+        marks.taken(carried, written=True)
+        marks.add("c")
+        failed = marks.take()
+        marks.taken(failed, written=False)  # that transaction rolled back: queued again
+        assert marks.pending == {"c"}
         await marks.flush()
-        assert written == [["a"], ["b", "c"]]
+        assert written == ["c"]
         assert marks.pending == set()
 
     asyncio.run(scenario())
@@ -125,10 +148,11 @@ def test_background_marks_survive_a_store_outage_and_say_what_is_not_written():
                 raise ConnectionError("job store down")
             written.extend(keys)
 
-        marks: BackgroundMarks[str] = BackgroundMarks(write, retry_after_s=0.01)
+        marks: BackgroundMarks[str] = BackgroundMarks(write, delay_s=0, retry_after_s=0.01)
         marks.add_all(["a", "b"])
-        await asyncio.sleep(0)
-        assert marks.pending == {"a", "b"}  # not written yet: the maintenance loop skips them
+        await asyncio.sleep(0.005)
+        assert outage["left"] < 2  # the first write failed...
+        assert marks.pending == {"a", "b"}  # ...so they are not written: repairs skip them
         await marks.flush()
         assert written == ["a", "b"]
         assert marks.pending == set()

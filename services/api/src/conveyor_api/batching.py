@@ -66,48 +66,86 @@ class BackgroundMarks(Generic[K]):
     """Writes a set of marks in the background, in batches, retrying while the store is down.
 
     `add` returns at once: for writes no caller needs to wait for (a row's `dispatched_at`
-    once its message is confirmed). `flush` waits until everything added so far is written,
-    and `pending` tells what is not written yet.
+    once its message is confirmed). Another transaction may carry queued marks along
+    (`take`, then `taken`), which saves the store a commit; the background writer only
+    writes what nobody took within `delay_s`. `flush` writes what is queued now, and
+    `pending` tells what is not written yet.
     """
 
     def __init__(
         self,
         write: Callable[[list[K]], Awaitable[None]],
         *,
+        delay_s: float = 0.05,
         max_batch: int = 500,
         retry_after_s: float = 1.0,
     ) -> None:
         self._write = write
+        self._delay_s = delay_s
         self._max_batch = max_batch
         self._retry_after_s = retry_after_s
         self._queued: list[K] = []
         self._writing: list[K] = []
+        self._riding: list[K] = []  # taken by another transaction, not committed yet
         self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> set[K]:
-        return {*self._queued, *self._writing}
+        return {*self._queued, *self._writing, *self._riding}
 
     def add(self, key: K) -> None:
         self._queued.append(key)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
+        if self._timer is None and not self._writer_running:
+            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self._start)
 
     def add_all(self, keys: Iterable[K]) -> None:
         for key in keys:
             self.add(key)
 
+    def take(self) -> list[K]:
+        """Hand the queued marks (up to a batch) to a transaction that writes them."""
+        taken = self._queued[: self._max_batch]
+        del self._queued[: self._max_batch]
+        self._riding.extend(taken)
+        return taken
+
+    def taken(self, keys: list[K], *, written: bool) -> None:
+        """What became of marks from `take`: written, or queued again."""
+        for key in keys:
+            self._riding.remove(key)
+        if not written:
+            self.add_all(keys)
+
     async def flush(self) -> None:
-        """Wait until every mark added before this call is written (raises if it cannot be)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
-        if self._queued:  # the last writer gave up (see _drain): one more try, here
-            self._writer = asyncio.create_task(self._drain(retries=0))
+        """Write every queued mark now (raises if they cannot be written).
+
+        Marks another transaction carries are not waited for: they are in `pending`.
+        """
+        while True:
+            if self._writer_running:
+                assert self._writer is not None
+                await asyncio.shield(self._writer)
+            if not self._queued:
+                return
+            self._start(retries=0)
+            assert self._writer is not None
             await asyncio.shield(self._writer)
             if self._queued:
                 raise RuntimeError(f"{len(self._queued)} mark(s) could not be written")
 
-    async def _drain(self, retries: int = 5) -> None:
+    @property
+    def _writer_running(self) -> bool:
+        return self._writer is not None and not self._writer.done()
+
+    def _start(self, retries: int = 5) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._queued and not self._writer_running:
+            self._writer = asyncio.create_task(self._drain(retries))
+
+    async def _drain(self, retries: int) -> None:
         failures = 0
         while self._queued:
             self._writing = self._queued[: self._max_batch]

@@ -93,6 +93,7 @@ class JobPublisher:
         protocol = Celery("conveyor-api", set_as_current=False)
         origin = f"conveyor-api@{socket.gethostname()}"
         self._templates = {t.name: MessageTemplate(protocol, t, origin) for t in job_types}
+        self._publish_seconds = {t.name: PUBLISH_SECONDS.labels(t.name) for t in job_types}
 
     async def start(self) -> None:
         """Connect in the background: the gateway starts (not ready) while RabbitMQ is down."""
@@ -187,7 +188,7 @@ class JobPublisher:
             raise BrokerUnavailable(f"RabbitMQ refused the message: {error}") from error
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerUnavailable(f"RabbitMQ did not take the message: {confirmation!r}")
-        PUBLISH_SECONDS.labels(job_type.name).observe(time.perf_counter() - started)
+        self._publish_seconds[job_type.name].observe(time.perf_counter() - started)
 
     async def queue_status(self) -> list[QueueStatus]:
         """Each job type's queue depth and consumers, from passive declares (no management API).
