@@ -50,6 +50,29 @@ def _overhead(results: dict[str, Any], system: str) -> float | None:
     return _sys("overhead.jobs_per_s")(results, system)
 
 
+def _top(path: str) -> Callable[[dict[str, Any]], float | None]:
+    """A figure measured once per run, outside the systems (`noop.jobs_per_s`)."""
+    return lambda results: _sys(path)({"systems": {"run": results}}, "run")
+
+
+def _durable_noop(results: dict[str, Any], system: str) -> float | None:
+    if system == "baseline":
+        return _top("noop.jobs_per_s")(results)
+    return _top("noop_conveyor_delivery.jobs_per_s")(results)
+
+
+def _publish_ceiling(results: dict[str, Any], system: str) -> float | None:
+    if system == "baseline":
+        return _sys("submit.ok_per_s")(results, system)
+    return _top("publish_ceiling.msgs_per_s")(results)
+
+
+def _publish_ceiling_p99(results: dict[str, Any], system: str) -> float | None:
+    if system == "baseline":
+        return _sys("submit.p99_ms")(results, system)
+    return _top("publish_ceiling.p99_ms")(results)
+
+
 def _transform(rows: str, key: str) -> Callable[[dict[str, Any], str], float | None]:
     def get(results: dict[str, Any], system: str) -> float | None:
         case = results.get("transform", {}).get(rows)
@@ -87,6 +110,20 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             "submission p99", "ms", "lower", "<= 25 ms", _sys("submit.p99_ms"), lambda v, r: v <= 25
         ),
         Metric(
+            "ceiling: publish + confirm alone, 32 in flight (baseline: its submissions)",
+            "jobs/s",
+            "higher",
+            "report",
+            _publish_ceiling,
+        ),
+        Metric(
+            "ceiling: publish + confirm alone, p99",
+            "ms",
+            "lower",
+            "report",
+            _publish_ceiling_p99,
+        ),
+        Metric(
             "dispatch latency p50 (submit sent -> worker started)",
             "ms",
             "lower",
@@ -110,6 +147,13 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             _overhead,
             lambda v, r: r is not None and r >= 0.3,
             0.1,
+        ),
+        Metric(
+            "ceiling: Celery no-op with Conveyor's delivery (acks late, prefetch 1, quorum)",
+            "jobs/s",
+            "higher",
+            "report",
+            _durable_noop,
         ),
         Metric(
             f"drain {drain_jobs} mixed jobs, 1 process/type",

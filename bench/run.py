@@ -12,8 +12,11 @@ the end (logs are kept, and their folder printed, when something fails).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import importlib
 import json
+import os
 import platform
 import shutil
 import signal
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,10 +50,11 @@ class Plan:
     drain_concurrency: tuple[int, ...]
     transform_rows: tuple[int, ...]
     loop_batch: int  # the baseline loop builds its dicts this many rows at a time
+    publish_seconds: int  # the publish + confirm ceiling, without HTTP or job store
 
 
-FULL = Plan("full", 10, 10, 500, 1000, 3000, 600, (1, 2), (1_000_000, 10_000_000), 1_000_000)
-QUICK = Plan("quick", 2, 2, 0, 0, 0, 0, (), (1_000_000,), 1_000_000)
+FULL = Plan("full", 10, 10, 500, 1000, 3000, 600, (1, 2), (1_000_000, 10_000_000), 1_000_000, 10)
+QUICK = Plan("quick", 2, 2, 0, 0, 0, 0, (), (1_000_000,), 1_000_000, 0)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -213,25 +218,30 @@ def drain(system: System, jobs: int, concurrency: int) -> dict[str, Any]:
 # --- measurements without the HTTP side
 
 
-def bare_celery_noop(jobs: int, logdir: Path) -> dict[str, Any]:
-    """The ceiling for worker overhead: a default Celery no-op task, one process, same broker."""
+def bare_celery_noop(jobs: int, logdir: Path, delivery: str = "default") -> dict[str, Any]:
+    """The ceiling for worker overhead: a Celery no-op task, one process, same broker.
+
+    `delivery="conveyor"`: with Conveyor's delivery settings (see bench/celery_noop.py).
+    """
+    os.environ["BENCH_NOOP_DELIVERY"] = delivery  # read when celery_noop is (re)loaded
     from bench import celery_noop
 
+    importlib.reload(celery_noop)
     with procs.rabbitmq_vhost("conveyor-bench-noop") as broker_url:
-        result = logdir / "noop.result"
+        result = logdir / f"noop-{delivery}.result"
         celery_noop.app.conf.broker_url = broker_url
         with celery_noop.app.producer_or_acquire() as producer:
             for _ in range(jobs):
                 celery_noop.noop.apply_async(producer=producer)
         env = {
-            **dict(__import__("os").environ),
+            **os.environ,
             "BROKER_URL": broker_url,
             "BENCH_NOOP_COUNT": str(jobs),
             "BENCH_NOOP_RESULT": str(result),
         }
         argv = [str(VENV_BIN / "celery"), "-A", "bench.celery_noop", "worker"]
         worker = procs.start(
-            "noop-worker",
+            f"noop-worker-{delivery}",
             [*argv, "-Q", "bench.noop", "-c", "1", "--loglevel=warning"],
             env,
             REPO,
@@ -252,6 +262,53 @@ def bare_celery_noop(jobs: int, logdir: Path) -> dict[str, Any]:
         "seconds": round(last - first, 3),
         "jobs_per_s": round(jobs / (last - first), 1),
     }
+
+
+def publish_ceiling(seconds: float, in_flight: int = 32) -> dict[str, Any]:
+    """The gateway's publish step alone: its JobPublisher, `in_flight` publishes at a time.
+
+    Persistent messages, publisher confirms, no HTTP and no job store: what RabbitMQ and
+    the AMQP client allow on this machine, the most any submission path could accept.
+    """
+    import uvloop
+    from conveyor_api.publisher import JobPublisher
+    from conveyor_core.jobs import DATA_TRANSFORM, JOB_TYPES
+
+    async def main(broker_url: str) -> dict[str, Any]:
+        publisher = JobPublisher(broker_url, list(JOB_TYPES.values()), confirm_timeout_s=10)
+        await publisher.start()
+        async with asyncio.timeout(30):
+            while not publisher.is_connected:  # noqa: ASYNC110 (it only exposes a flag)
+                await asyncio.sleep(0.05)
+        latencies: list[float] = []
+        stop = time.monotonic() + seconds
+
+        async def loop() -> None:
+            while time.monotonic() < stop:
+                started = time.monotonic()
+                await publisher.publish(DATA_TRANSFORM, uuid.uuid4())
+                latencies.append(time.monotonic() - started)
+
+        cpu = time.process_time()
+        began = time.monotonic()
+        await asyncio.gather(*(loop() for _ in range(in_flight)))
+        elapsed = time.monotonic() - began
+        cpu = time.process_time() - cpu
+        await publisher.close()
+        return {
+            "in_flight": in_flight,
+            "messages": len(latencies),
+            "msgs_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(1000 * percentile(latencies, 50), 2),
+            "p99_ms": round(1000 * percentile(latencies, 99), 2),
+            "cpu_ms_per_msg": round(1000 * cpu / len(latencies), 3),
+        }
+
+    with (
+        procs.rabbitmq_vhost("conveyor-bench-publish") as broker_url,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        return runner.run(main(broker_url))
 
 
 def transform(plan: Plan, workdir: Path) -> dict[str, Any]:
@@ -290,7 +347,7 @@ def machine() -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().split()
     info: dict[str, Any] = {
         "cpu": cpu,
-        "cores": __import__("os").cpu_count(),
+        "cores": os.cpu_count(),
         "memory_gb": round(int(meminfo[1]) / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -379,6 +436,13 @@ def main() -> int:
         if plan.noop_jobs:
             log(f"bare Celery no-op, {plan.noop_jobs} tasks, 1 process")
             results["noop"] = bare_celery_noop(plan.noop_jobs, workdir)
+            log(f"Celery no-op with Conveyor's delivery settings, {plan.noop_jobs} tasks")
+            results["noop_conveyor_delivery"] = bare_celery_noop(
+                plan.noop_jobs, workdir, delivery="conveyor"
+            )
+        if plan.publish_seconds:
+            log(f"publish + confirm alone, {plan.publish_seconds}s at 32 in flight")
+            results["publish_ceiling"] = publish_ceiling(plan.publish_seconds)
         results["transform"] = transform(plan, workdir)
         ok = True
     finally:
