@@ -72,15 +72,13 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_dir(parsed)
-        # One connection: SQLite takes one writer at a time anyway, so the gateway's writers
-        # queue in asyncio (and share transactions, see the gateway's batching) instead of
-        # sleeping in SQLite's busy handler against each other.
-        engine = create_async_engine(parsed, pool_size=1, max_overflow=0, **kwargs)
+        engine = create_async_engine(parsed, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # No pool_pre_ping: it costs a round trip per checkout, on every request. A connection
-    # the server dropped fails its first statement instead; SQLAlchemy then replaces every
-    # pooled connection, and the gateway retries a statement that failed that way once.
+    # the server dropped fails its first statement instead and SQLAlchemy replaces every
+    # pooled connection: the gateway's hot paths (conveyor_api.store) run such a statement
+    # once more; elsewhere one request or maintenance round fails, and the next works.
     # pool_recycle renews connections before a proxy or firewall drops them for idling.
     return create_async_engine(
         parsed, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_S, **kwargs
