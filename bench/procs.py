@@ -35,10 +35,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120, check=True
-    )
+def rabbitmqctl(*args: str, attempts: int = 3) -> str:
+    """Run rabbitmqctl; retried, since the CLI's own Erlang node now and then fails to start
+    while other sessions run theirs (a whole full run was lost to one such failure)."""
+    for attempt in range(1, attempts + 1):
+        result = subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode == 0 or attempt == attempts:
+            break
+        time.sleep(2 * attempt)
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(
+            result.returncode, result.args, result.stdout, result.stderr
+        )
     return result.stdout
 
 
