@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Engine,
@@ -256,7 +257,7 @@ def _claim_statement(takeover: bool) -> Update:
             JOBS.c.state == JobState.RUNNING, JOBS.c.heartbeat_at < bindparam("silent_since")
         )
         claimable = or_(claimable, silent)
-    now = bindparam("now")
+    now: BindParameter[datetime] = bindparam("now")
     return (
         update(JOBS)
         .where(JOBS.c.id == bindparam("job_id"), claimable)
