@@ -56,6 +56,7 @@ class _PerProcess:
         self._engine: Engine | None = None
         self._store: WorkerJobStore | None = None
         self._artifacts: ArtifactStore | None = None
+        self._heartbeat: _Heartbeat | None = None
 
     def _ensure(self) -> None:
         if self._pid != os.getpid():
@@ -66,6 +67,7 @@ class _PerProcess:
             self._engine = make_sync_engine(self.settings.database_url.get_secret_value())
             self._store = WorkerJobStore(self._engine)
             self._artifacts = ArtifactStore(self.settings.artifact_root)
+            self._heartbeat = None  # a parent's thread does not exist in a forked child
             self._pid = os.getpid()
 
     @property
@@ -75,6 +77,15 @@ class _PerProcess:
         return self._store
 
     @property
+    def heartbeat(self) -> _Heartbeat:
+        self._ensure()
+        if self._heartbeat is None:
+            assert self._store is not None
+            self._heartbeat = _Heartbeat(self._store, self.settings)
+            self._heartbeat.start()
+        return self._heartbeat
+
+    @property
     def artifacts(self) -> ArtifactStore:
         self._ensure()
         assert self._artifacts is not None
@@ -82,55 +93,78 @@ class _PerProcess:
 
 
 class _Heartbeat(threading.Thread):
-    """Syncs progress and liveness, and turns a cancel request into a stopped job."""
+    """Syncs progress and liveness, and turns a cancel request into a stopped job.
 
-    def __init__(self, store: WorkerJobStore, ctx: JobContext, settings: Settings) -> None:
-        super().__init__(name=f"heartbeat-{ctx.job_id}", daemon=True)
+    One per pool process, following the job the process runs (`watch`, `unwatch`): a
+    thread started and joined per job cost more than a tiny job's own work.
+    """
+
+    def __init__(self, store: WorkerJobStore, settings: Settings) -> None:
+        super().__init__(name="heartbeat", daemon=True)
         self.store = store
-        self.ctx = ctx
         self.interval = settings.heartbeat_interval_s
         self.grace = settings.cancel_grace_s
-        self._stop_event = threading.Event()
+        self._changed = threading.Condition()
+        self._job: JobContext | None = None
+        self._beating = threading.Lock()  # held while a beat of the watched job runs
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=self.interval * 2)
+    def watch(self, ctx: JobContext) -> None:
+        with self._changed:
+            self._job = ctx
+            self._changed.notify()
+
+    def unwatch(self) -> None:
+        """Stop following the job; once this returns, no beat for it runs or will run."""
+        with self._beating, self._changed:
+            self._job = None
+            self._changed.notify()
 
     def run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._job is not None)
+                ctx = self._job
+            assert ctx is not None
+            self._follow(ctx)
+
+    def _follow(self, ctx: JobContext) -> None:
         cancel_deadline: float | None = None
         synced_progress = 0.0
-        while not self._stop_event.wait(self.interval):
-            progress = self.ctx.progress
-            try:
-                beat = self.store.beat(
-                    self.ctx.job_id,
-                    progress,
-                    self.ctx.attempt,
-                    progress_changed=progress != synced_progress,
-                )
-            except Exception:  # the store may be restarting; the next beat retries
-                log.warning("heartbeat for job %s failed", self.ctx.job_id, exc_info=True)
-                continue
-            synced_progress = progress
-            if beat.cancel_requested and cancel_deadline is None:
-                log.info("job %s: cancel requested, stopping it", self.ctx.job_id)
-                cancel_deadline = time.monotonic() + self.grace
-                self.ctx.request_cancel()
-            if cancel_deadline is not None and time.monotonic() > cancel_deadline:
-                self._kill_unresponsive_job()
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._job is not ctx, timeout=self.interval)
+            with self._beating:
+                if self._job is not ctx:
+                    return
+                progress = ctx.progress
+                try:
+                    beat = self.store.beat(
+                        ctx.job_id,
+                        progress,
+                        ctx.attempt,
+                        progress_changed=progress != synced_progress,
+                    )
+                except Exception:  # the store may be restarting; the next beat retries
+                    log.warning("heartbeat for job %s failed", ctx.job_id, exc_info=True)
+                    continue
+                synced_progress = progress
+                if beat.cancel_requested and cancel_deadline is None:
+                    log.info("job %s: cancel requested, stopping it", ctx.job_id)
+                    cancel_deadline = time.monotonic() + self.grace
+                    ctx.request_cancel()
+                if cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                    self._kill_unresponsive_job(ctx)
 
-    def _kill_unresponsive_job(self) -> None:
+    def _kill_unresponsive_job(self, ctx: JobContext) -> None:
         # The job ignored the cancel (stuck in native code, say). Record the outcome, then
         # end this pool process; the redelivered message finds the job cancelled and is acked.
-        log.warning(
-            "job %s did not stop within %ss; killing its process", self.ctx.job_id, self.grace
-        )
+        log.warning("job %s did not stop within %ss; killing its process", ctx.job_id, self.grace)
         self.store.finish(
-            self.ctx.job_id,
+            ctx.job_id,
             JobState.CANCELLED,
             error="cancelled by request",
-            artifacts=self.ctx.produced_artifacts,
-            attempt=self.ctx.attempt,
+            artifacts=ctx.produced_artifacts,
+            attempt=ctx.attempt,
         )
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -247,8 +281,8 @@ class JobRunner:
         ctx = JobContext(
             job_id, self.settings, self.resources.artifacts, attempt, store.append_output
         )
-        heartbeat = _Heartbeat(store, ctx, self.settings)
-        heartbeat.start()
+        heartbeat = self.resources.heartbeat
+        heartbeat.watch(ctx)
         log.info("job %s (%s) started", job_id, self.job_type.name)
         state, result, error = JobState.FAILED, None, None
         started = time.monotonic()
@@ -268,7 +302,7 @@ class JobRunner:
             log.exception("job %s raised", job_id)
             error = f"{type(failure).__name__}: {failure}"
         finally:
-            heartbeat.stop()
+            heartbeat.unwatch()
             in_progress.dec()
             ctx.flush_output()  # the last lines are stored before the final state
         self._count_outcome(state, time.monotonic() - started)
