@@ -182,11 +182,18 @@ def worker_overhead(system: Conveyor, jobs: int) -> dict[str, Any]:
     system.stop_workers()
     first = min(v[0] for v in seen.values())
     last = max(v[1] for v in seen.values())
+    # Where a job's time goes: from its claim to its finish (written by the job's own
+    # process), and from one job's finish to the next one's claim (the finish's commit,
+    # the ack, RabbitMQ's next delivery, Celery handing it to the pool process).
+    spans = sorted((start, end) for start, end, _ in seen.values())
+    between = [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
     return {
         "jobs": jobs,
         "seconds": round(last - first, 3),
         "jobs_per_s": round(jobs / (last - first), 1),
         "failed": sum(1 for v in seen.values() if not v[2]),
+        "claim_to_finish_ms_p50": round(1000 * statistics.median(e - s for s, e in spans), 2),
+        "finish_to_next_claim_ms_p50": round(1000 * statistics.median(between), 2),
     }
 
 
