@@ -84,6 +84,12 @@ class ArtifactStore:
         if self.fs.exists(target):
             self.fs.rm(target)
 
+    def remove_folder(self, path: str) -> None:
+        """Delete a folder and everything in it (nothing if it does not exist)."""
+        target = self.url(path)
+        if self.fs.exists(target):
+            self.fs.rm(target, recursive=True)
+
     def size(self, path: str) -> int:
         return int(self.fs.size(self.url(path)))
 
@@ -100,8 +106,13 @@ def upload_path(owner: str, name: str) -> str:
     return f"uploads/{owner or 'local'}/{name}"
 
 
+def job_artifact_folder(job_id: object) -> str:
+    """The folder holding every output of one job."""
+    return f"jobs/{job_id}"
+
+
 def job_artifact_path(job_id: object, name: str) -> str:
     """Where a job's named output lives inside the store."""
     if not re.match(ARTIFACT_NAME_PATTERN, name):
         raise UnsafePathError(f"artifact name {name!r} is not a plain file name")
-    return f"jobs/{job_id}/{name}"
+    return f"{job_artifact_folder(job_id)}/{name}"

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         description="Events of a job are deleted this long after it finished (its state, "
         "result and output stay on the job).",
     )
+    job_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="Finished jobs are deleted this long after they finished: the row, its "
+        "events and its artifacts. 0 keeps them forever.",
+    )
     events_max_output_lines: int = Field(
         default=5000,
         ge=0,

@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = EventHub(sessions, settings, settings.database_url.get_secret_value())
         app.state.event_hub = hub
         app.state.event_streams = JobEventStream(sessions, hub)
-        maintenance = Maintenance(sessions, publisher, jobs.dispatched, settings)
+        maintenance = Maintenance(
+            sessions, publisher, jobs.dispatched, app.state.artifacts, settings
+        )
         repairs = asyncio.create_task(maintenance.run_forever())
         event_wakeups = asyncio.create_task(hub.run_forever())
         try:

@@ -8,7 +8,8 @@
   could not be told) is failed with the reason, unless its message was already acked
   (handed over, see conveyor_core.worker.handover): then nothing in RabbitMQ will bring it
   back, so it is queued again while it has attempts left.
-- Events of jobs that finished more than CONVEYOR_EVENTS_RETENTION_S ago are deleted.
+- Events of jobs that finished more than CONVEYOR_EVENTS_RETENTION_S ago are deleted,
+  and the jobs themselves (row, events, artifacts) after CONVEYOR_JOB_RETENTION_S.
 Each state change also stores the job's event, so its live stream (GET
 /v1/jobs/{id}/events) follows. All are idempotent and guarded by the state they expect,
 so several gateway replicas may run them at once.
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
+from conveyor_core.artifacts import ArtifactStore, job_artifact_folder
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
@@ -44,11 +46,13 @@ class Maintenance:
         sessions: async_sessionmaker[AsyncSession],
         publisher: JobPublisher,
         dispatched: BackgroundMarks[uuid.UUID],
+        artifacts: ArtifactStore,
         settings: Settings,
     ) -> None:
         self.sessions = sessions
         self.publisher = publisher
         self.dispatched = dispatched
+        self.artifacts = artifacts
         self.settings = settings
 
     async def run_forever(self) -> None:
@@ -59,6 +63,7 @@ class Maintenance:
                 await self.republish_undispatched()
                 await self.fail_stale_running()
                 await self.prune_events()
+                await self.prune_jobs()
             except Exception:  # the store or broker may be down: try again next round
                 log.warning("maintenance round failed", exc_info=True)
 
@@ -183,4 +188,47 @@ class Maintenance:
         pruned: int = result.rowcount  # type: ignore[attr-defined]
         if pruned:
             log.info("deleted %d event(s) of jobs finished long ago", pruned)
+        return pruned
+
+    async def prune_jobs(self) -> int:
+        """Delete one batch of jobs finished before the retention period, artifacts first.
+
+        Files go before the row: a row deleted first would leave its files with nothing
+        pointing at them. A job whose files cannot be deleted now keeps its row until a
+        later round manages it. The row's events go with it (ON DELETE CASCADE).
+        """
+        if not self.settings.job_retention_s:
+            return 0
+        cutoff = utcnow() - timedelta(seconds=self.settings.job_retention_s)
+        async with self.sessions() as session:
+            expired = (
+                await session.execute(
+                    select(Job.id, Job.artifacts).where(Job.finished_at < cutoff).limit(BATCH)
+                )
+            ).all()
+        deletable = []
+        for job_id, artifacts in expired:
+            if artifacts:
+                try:
+                    await asyncio.to_thread(
+                        self.artifacts.remove_folder, job_artifact_folder(job_id)
+                    )
+                except OSError:
+                    log.warning(
+                        "job %s: artifacts not deleted; retried later", job_id, exc_info=True
+                    )
+                    continue
+            deletable.append(job_id)
+        if not deletable:
+            return 0
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                delete(Job)
+                .where(Job.id.in_(deletable), Job.finished_at < cutoff)
+                .execution_options(synchronize_session=False)
+            )
+        pruned: int = result.rowcount  # type: ignore[attr-defined]
+        log.info(
+            "deleted %d job(s) finished more than %.0f s ago", pruned, self.settings.job_retention_s
+        )
         return pruned

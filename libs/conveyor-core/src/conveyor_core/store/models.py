@@ -94,6 +94,7 @@ class Job(Base):
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
         Index("ix_jobs_owner_state", "owner", "state"),
         Index("ix_jobs_state_dispatched", "state", "dispatched_at"),
+        Index("ix_jobs_finished", "finished_at"),
     )
 
 

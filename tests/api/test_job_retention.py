@@ -1,0 +1,118 @@
+"""Finished jobs expire: row, events and artifacts go after CONVEYOR_JOB_RETENTION_S."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conveyor_api.batching import BackgroundMarks
+from conveyor_api.maintenance import Maintenance
+from conveyor_api.publisher import JobPublisher
+from conveyor_core.artifacts import ArtifactStore, job_artifact_path
+from conveyor_core.jobs import JOB_TYPES
+from conveyor_core.settings import Settings
+from conveyor_core.states import JobState
+from conveyor_core.store import Job, JobEvent, utcnow
+from conveyor_core.store.engine import make_async_engine, make_sync_engine
+from conveyor_core.store.events import record_events, state_event
+from conveyor_core.store.migrate import upgrade_to_head
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from support.rows import insert_job
+from support.stack import postgres_database
+
+DAY = 24 * 3600.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        upgrade_to_head(url)
+        yield url
+    else:
+        with postgres_database() as url:
+            upgrade_to_head(url)
+            yield url
+
+
+def _prune(database_url: str, artifacts: ArtifactStore, retention_s: float) -> int:
+    """One retention sweep of the gateway's maintenance, against the real job store."""
+    settings = Settings(database_url=database_url, job_retention_s=retention_s)
+
+    async def sweep() -> int:
+        engine = make_async_engine(database_url)
+        publisher = JobPublisher("amqp://unused", list(JOB_TYPES.values()), 1.0)
+
+        async def unused(_: list[uuid.UUID]) -> None:
+            raise AssertionError("the retention sweep writes no dispatch marks")
+
+        maintenance = Maintenance(
+            async_sessionmaker(engine), publisher, BackgroundMarks(unused), artifacts, settings
+        )
+        try:
+            return await maintenance.prune_jobs()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(sweep())
+
+
+def _finished_job(engine, artifacts: ArtifactStore, finished_days_ago: float) -> uuid.UUID:
+    finished = utcnow() - timedelta(seconds=finished_days_ago * DAY)
+    job_id = insert_job(
+        engine,
+        state=JobState.SUCCEEDED,
+        finished_at=finished,
+        artifacts=["output.txt"],
+        event_seq=1,
+    )
+    with artifacts.open(job_artifact_path(job_id, "output.txt"), "wb") as handle:
+        handle.write(b"result")
+    with engine.begin() as connection:
+        record_events(connection, job_id, 1, [state_event(JobState.SUCCEEDED, 1)])
+    return job_id
+
+
+def _exists(engine, job_id: uuid.UUID) -> tuple[bool, int]:
+    with engine.connect() as connection:
+        row = connection.scalar(select(Job.id).where(Job.id == job_id))
+        events = connection.scalar(
+            select(func.count()).select_from(JobEvent).where(JobEvent.job_id == job_id)
+        )
+    return row is not None, events
+
+
+def test_jobs_finished_before_the_retention_period_go_with_their_events_and_files(
+    database_url: str, tmp_path: Path
+):
+    engine = make_sync_engine(database_url)
+    artifacts = ArtifactStore(str(tmp_path / "artifacts"))
+    old = _finished_job(engine, artifacts, finished_days_ago=31)
+    recent = _finished_job(engine, artifacts, finished_days_ago=1)
+    running = insert_job(engine, state=JobState.RUNNING, started_at=utcnow() - timedelta(days=60))
+
+    assert _prune(database_url, artifacts, retention_s=30 * DAY) == 1
+
+    assert _exists(engine, old) == (False, 0)
+    assert not artifacts.exists(job_artifact_path(old, "output.txt"))
+    assert _exists(engine, recent) == (True, 1)
+    assert artifacts.exists(job_artifact_path(recent, "output.txt"))
+    assert _exists(engine, running) == (True, 0)  # not finished: never expires
+    engine.dispose()
+
+
+def test_a_retention_of_zero_keeps_every_job(database_url: str, tmp_path: Path):
+    engine = make_sync_engine(database_url)
+    artifacts = ArtifactStore(str(tmp_path / "artifacts"))
+    ancient = _finished_job(engine, artifacts, finished_days_ago=3650)
+
+    assert _prune(database_url, artifacts, retention_s=0) == 0
+
+    assert _exists(engine, ancient) == (True, 1)
+    assert artifacts.exists(job_artifact_path(ancient, "output.txt"))
+    engine.dispose()
