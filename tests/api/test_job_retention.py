@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from conveyor_api.batching import BackgroundMarks
 from conveyor_api.maintenance import Maintenance
 from conveyor_api.publisher import JobPublisher
@@ -19,25 +17,11 @@ from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.engine import make_async_engine, make_sync_engine
 from conveyor_core.store.events import record_events, state_event
-from conveyor_core.store.migrate import upgrade_to_head
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from support.rows import insert_job
-from support.stack import postgres_database
 
 DAY = 24 * 3600.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        upgrade_to_head(url)
-        yield url
-    else:
-        with postgres_database() as url:
-            upgrade_to_head(url)
-            yield url
 
 
 def _prune(database_url: str, artifacts: ArtifactStore, retention_s: float) -> int:

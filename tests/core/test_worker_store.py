@@ -10,25 +10,16 @@ import pytest
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.engine import make_sync_engine
-from conveyor_core.store.migrate import upgrade_to_head
 from conveyor_core.store.worker_ops import OutputLine, WorkerJobStore
 from sqlalchemy import select
 from support.rows import insert_job
-from support.stack import postgres_database
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request, tmp_path) -> Iterator[WorkerJobStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
-        upgrade_to_head(url)
-        yield WorkerJobStore(make_sync_engine(url))
-    else:
-        with postgres_database() as url:
-            upgrade_to_head(url)
-            engine = make_sync_engine(url)
-            yield WorkerJobStore(engine)
-            engine.dispose()
+@pytest.fixture
+def store(database_url: str) -> Iterator[WorkerJobStore]:
+    engine = make_sync_engine(database_url)
+    yield WorkerJobStore(engine)
+    engine.dispose()
 
 
 def _queued_job(store: WorkerJobStore) -> uuid.UUID:
