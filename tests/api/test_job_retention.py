@@ -100,3 +100,30 @@ def test_a_retention_of_zero_keeps_every_job(database_url: str, tmp_path: Path):
     assert _exists(engine, ancient) == (True, 1)
     assert artifacts.exists(job_artifact_path(ancient, "output.txt"))
     engine.dispose()
+
+
+class _UnreachableBucket(ArtifactStore):
+    """A store whose deletes fail, as a remote bucket does while it cannot be reached."""
+
+    def remove_folder(self, path: str) -> None:
+        raise OSError(f"cannot delete {path}: bucket unreachable")
+
+
+def test_a_job_whose_files_cannot_be_deleted_keeps_its_row_until_they_are(
+    database_url: str, tmp_path: Path
+):
+    engine = make_sync_engine(database_url)
+    root = str(tmp_path / "artifacts")
+    old = _finished_job(engine, ArtifactStore(root), finished_days_ago=31)
+    without_files = insert_job(
+        engine, state=JobState.FAILED, finished_at=utcnow() - timedelta(days=31)
+    )
+
+    assert _prune(database_url, _UnreachableBucket(root), retention_s=30 * DAY) == 1
+    assert _exists(engine, old) == (True, 1)  # kept: its files would have no job
+    assert _exists(engine, without_files) == (False, 0)
+
+    assert _prune(database_url, ArtifactStore(root), retention_s=30 * DAY) == 1
+    assert _exists(engine, old) == (False, 0)
+    assert not ArtifactStore(root).exists(job_artifact_path(old, "output.txt"))
+    engine.dispose()
