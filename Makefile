@@ -36,7 +36,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(UV) run ruff format .
 
 .PHONY: test
-test: install tools prometheus chromium lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
+test: install tools prometheus rabbitmq-prometheus chromium lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: audit
