@@ -5,13 +5,23 @@ from __future__ import annotations
 import contextlib
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from conveyor_core.api_models import JobView, OutputEvent, ProgressEvent, StateEvent
+from conveyor_core.api_models import (
+    FileStored,
+    JobAccepted,
+    JobPage,
+    JobTypeInfo,
+    JobView,
+    OutputEvent,
+    ProgressEvent,
+    StateEvent,
+)
 from conveyor_core.states import JobState
 from rich.console import Console
 from rich.markup import escape
@@ -126,8 +136,35 @@ def reported(output: OutputFormat) -> Iterator[None]:
         raise typer.Exit(_error_code(error)) from None
 
 
-def _client(url: str | None, api_key: str | None) -> ConveyorClient:
-    return ConveyorClient(url, api_key)
+Answer = TypeVar("Answer")
+
+
+@dataclass(frozen=True)
+class CommandSession:
+    """What a command works with: the gateway's client, and where its answer goes."""
+
+    client: ConveyorClient
+    output: OutputFormat
+
+    @property
+    def json(self) -> bool:
+        return self.output is OutputFormat.JSON
+
+    def show(self, answer: Answer, for_people: Callable[[Answer], None]) -> None:
+        """The answer as JSON with `--output json`, else printed by `for_people`."""
+        if self.json:
+            render.echo_json(answer)
+        else:
+            for_people(answer)
+
+
+@contextlib.contextmanager
+def command_session(
+    url: str | None, api_key: str | None, output: OutputFormat
+) -> Iterator[CommandSession]:
+    """One command's client; a client error in the block becomes a message and an exit code."""
+    with reported(output), ConveyorClient(url, api_key) as client:
+        yield CommandSession(client, output)
 
 
 JobIdArg = Annotated[uuid.UUID, typer.Argument(help="The job's id.", show_default=False)]
@@ -161,22 +198,25 @@ def submit(
 ) -> None:
     """Queue a job. With --wait, follow it to the end; the exit code tells how it ended."""
     params = build_params(param or [], params_file)
-    with reported(output), _client(url, api_key) as conveyor:
+    with command_session(url, api_key, output) as session:
+        conveyor = session.client
         accepted = conveyor.submit(job_type, params, idempotency_key=idempotency_key)
         if not wait:
-            if output is OutputFormat.JSON:
-                render.echo_json(accepted)
-            else:
-                out.print(f"{accepted.id}  {accepted.type}  {accepted.state}")
+            session.show(accepted, _print_accepted)
             return
-        if output is OutputFormat.TABLE:
-            err.print(f"submitted {accepted.type} job {accepted.id}")
-            _follow_with_progress(conveyor, accepted.id, accepted.type)
-        else:
+        if session.json:
             for _ in conveyor.events(accepted.id):
                 pass
+        else:
+            err.print(f"submitted {accepted.type} job {accepted.id}")
+            _follow_with_progress(conveyor, accepted.id, accepted.type)
         job = conveyor.get(accepted.id)
-    _show_final(job, output)
+        session.show(job, _print_job)
+    raise typer.Exit(FINAL_EXIT.get(job.state, ExitCode.OK))
+
+
+def _print_accepted(accepted: JobAccepted) -> None:
+    out.print(f"{accepted.id}  {accepted.type}  {accepted.state}")
 
 
 def _follow_with_progress(conveyor: ConveyorClient, job_id: uuid.UUID, job_type: str) -> None:
@@ -208,12 +248,8 @@ def _follow_with_progress(conveyor: ConveyorClient, job_id: uuid.UUID, job_type:
                 )
 
 
-def _show_final(job: JobView, output: OutputFormat) -> None:
-    if output is OutputFormat.JSON:
-        render.echo_json(job)
-    else:
-        out.print(render.job_detail(job))
-    raise typer.Exit(FINAL_EXIT.get(job.state, ExitCode.OK))
+def _print_job(job: JobView) -> None:
+    out.print(render.job_detail(job))
 
 
 @app.command()
@@ -224,12 +260,8 @@ def get(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Show one job: state, progress, params, result or error, artifacts."""
-    with reported(output), _client(url, api_key) as conveyor:
-        job = conveyor.get(job_id)
-    if output is OutputFormat.JSON:
-        render.echo_json(job)
-    else:
-        out.print(render.job_detail(job))
+    with command_session(url, api_key, output) as session:
+        session.show(session.client.get(job_id), _print_job)
 
 
 @app.command("list")
@@ -251,11 +283,12 @@ def list_jobs(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """List jobs, newest first."""
-    with reported(output), _client(url, api_key) as conveyor:
-        page = conveyor.list(job_type=job_type, state=state, limit=limit, cursor=cursor)
-    if output is OutputFormat.JSON:
-        render.echo_json(page)
-        return
+    with command_session(url, api_key, output) as session:
+        page = session.client.list(job_type=job_type, state=state, limit=limit, cursor=cursor)
+        session.show(page, _print_page)
+
+
+def _print_page(page: JobPage) -> None:
     if not page.items:
         err.print("no jobs")
         return
@@ -272,17 +305,19 @@ def cancel(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Cancel a job: a queued one never starts; a running one is stopped by its worker."""
-    with reported(output), _client(url, api_key) as conveyor:
+    with command_session(url, api_key, output) as session:
         try:
-            job = conveyor.cancel(job_id)
+            job = session.client.cancel(job_id)
         except Conflict as error:
-            if output is OutputFormat.TABLE:
+            if not session.json:
                 err.print(f"[bold red]error:[/] {escape(str(error.detail))}")
                 raise typer.Exit(ExitCode.REFUSED) from None
             raise
-    if output is OutputFormat.JSON:
-        render.echo_json(job)
-    elif job.state is JobState.CANCELLED:
+        session.show(job, _print_cancel_outcome)
+
+
+def _print_cancel_outcome(job: JobView) -> None:
+    if job.state is JobState.CANCELLED:
         out.print(f"cancelled job {job.id}")
     else:
         out.print(f"cancel requested: job {job.id} is {job.state}; its worker is stopping it")
@@ -304,19 +339,19 @@ def logs(
     line from the job's start, then each new one as the command writes it, state changes
     on stderr, until the job ends; the exit code then tells how it ended.
     """
-    with reported(output), _client(url, api_key) as conveyor:
+    with command_session(url, api_key, output) as session:
         if not follow:
-            job = conveyor.get(job_id)
-            if output is OutputFormat.JSON:
+            job = session.client.get(job_id)
+            if session.json:
                 render.echo_json(_kept_output(job))
             else:
                 _print_kept_output(job)
             return
         final: JobState | None = None
         # Last-Event-ID 0: the job's whole history first, as `kubectl logs -f` shows it.
-        for event in conveyor.events(job_id, last_event_id=0):
+        for event in session.client.events(job_id, last_event_id=0):
             final = event.final_state or final
-            if output is OutputFormat.JSON:
+            if session.json:
                 render.echo_json_line({"id": event.id, "event": event.kind, "data": event.data})
             else:
                 _print_event(event)
@@ -376,17 +411,19 @@ def artifact(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Download a file a job produced."""
-    with reported(output), _client(url, api_key) as conveyor:
+    with command_session(url, api_key, output) as session:
         if file is not None and str(file) == "-":
-            conveyor.download_artifact(job_id, name, sys.stdout.buffer)
+            session.client.download_artifact(job_id, name, sys.stdout.buffer)
             sys.stdout.buffer.flush()
             return
         target = file or Path(name)
-        size = conveyor.download_artifact(job_id, name, target)
-    if output is OutputFormat.JSON:
-        render.echo_json({"job_id": str(job_id), "name": name, "path": str(target), "bytes": size})
-    else:
-        err.print(f"wrote {escape(str(target))} ({size} bytes)")
+        size = session.client.download_artifact(job_id, name, target)
+        written = {"job_id": str(job_id), "name": name, "path": str(target), "bytes": size}
+        session.show(written, _print_written)
+
+
+def _print_written(written: dict[str, Any]) -> None:
+    err.print(f"wrote {escape(written['path'])} ({written['bytes']} bytes)")
 
 
 @app.command()
@@ -400,15 +437,13 @@ def upload(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Upload an input file (CSV, Parquet, JSON Lines); pass the printed path as `source`."""
-    with reported(output), _client(url, api_key) as conveyor:
-        stored = conveyor.upload_file(file, name)
-    if output is OutputFormat.JSON:
-        render.echo_json(stored)
-    else:
-        typer.echo(stored.path)
-        err.print(
-            f"{stored.size} bytes; submit with --param source={escape(stored.path)}", style="dim"
-        )
+    with command_session(url, api_key, output) as session:
+        session.show(session.client.upload_file(file, name), _print_stored)
+
+
+def _print_stored(stored: FileStored) -> None:
+    typer.echo(stored.path)
+    err.print(f"{stored.size} bytes; submit with --param source={escape(stored.path)}", style="dim")
 
 
 @app.command()
@@ -421,21 +456,25 @@ def types(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """The job types this gateway accepts, with their params."""
-    with reported(output), _client(url, api_key) as conveyor:
-        infos = conveyor.job_types()
-    if name is not None:
+    with command_session(url, api_key, output) as session:
+        infos = session.client.job_types()
+        if name is None:
+            session.show(infos, _print_types)
+            return
         chosen = [info for info in infos if info.name == name]
         if not chosen:
             known = ", ".join(info.name for info in infos)
             err.print(f"[bold red]error:[/] no job type {escape(repr(name))}; known: {known}")
             raise typer.Exit(ExitCode.NOT_FOUND)
-        infos = chosen
-    if output is OutputFormat.JSON:
-        render.echo_json(infos[0] if name else infos)
-    elif name:
-        out.print(render.type_detail(infos[0]))
-    else:
-        out.print(render.types_table(infos))
+        session.show(chosen[0], _print_type)
+
+
+def _print_types(infos: list[JobTypeInfo]) -> None:
+    out.print(render.types_table(infos))
+
+
+def _print_type(info: JobTypeInfo) -> None:
+    out.print(render.type_detail(info))
 
 
 @app.command()
@@ -460,10 +499,10 @@ def status(
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Is the gateway ready (broker, job store)? With --cluster, queues and workers too."""
-    with reported(output), _client(url, api_key) as conveyor:
-        health = conveyor.ready()
-        queues = conveyor.queues() if cluster else []
-        base_url = conveyor.base_url
+    with command_session(url, api_key, output) as session:
+        health = session.client.ready()
+        queues = session.client.queues() if cluster else []
+        base_url = session.client.base_url
     view: ClusterView | None = None
     cluster_note = None
     if cluster:
