@@ -1,8 +1,8 @@
 """`ConveyorClient` (sync) and `AsyncConveyorClient`: the gateway's `/v1` API, typed.
 
-Both build the same requests and read the same answers (`_Requests`); they differ only in
-how they send them. Errors are `conveyor_client.errors` classes; models are the shared
-contract's (`conveyor_core.api_models`).
+Both build the same requests and read the same answers (`_Requests`, which describes each
+call as an `_ApiCall`); they differ only in how they send them. Errors are
+`conveyor_client.errors` classes; models are the shared contract's (`conveyor_core.api_models`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import asyncio
 import builtins
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import IO, Any, Generic, Self, TypeVar
 
 import anyio
 import httpx
@@ -29,7 +30,7 @@ from conveyor_core.api_models import (
 )
 from conveyor_core.states import JobState
 from httpx_sse import EventSource, SSEError
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from conveyor_client.config import ClientSettings
 from conveyor_client.errors import (
@@ -42,7 +43,7 @@ from conveyor_client.errors import (
 )
 from conveyor_client.events import JobEvent, StreamPosition
 
-Model = TypeVar("Model", bound=BaseModel)
+Answer = TypeVar("Answer")
 JobId = uuid.UUID | str
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -56,6 +57,28 @@ NO_CONTENT = 204
 
 _JOB_TYPES = TypeAdapter(list[JobTypeInfo])
 _QUEUES = TypeAdapter(list[QueueStatus])
+
+
+@dataclass(frozen=True)
+class _ApiCall(Generic[Answer]):
+    """One call of the API without its transport: the request, and how its answer reads."""
+
+    method: str
+    path: str
+    parse: Callable[[bytes], Answer]
+    options: dict[str, Any] = field(default_factory=dict)  # httpx's params, json, headers...
+    # The statuses whose body is the answer; None: any success. Others raise their error.
+    answer_statuses: tuple[int, ...] | None = None
+
+    def read(self, response: httpx.Response) -> Answer:
+        """The parsed answer, or the typed error (`conveyor_client.errors`) it stands for."""
+        if self.answer_statuses is None:
+            answered = not response.is_error
+        else:
+            answered = response.status_code in self.answer_statuses
+        if not answered:
+            raise error_from_response(response)
+        return self.parse(response.content)
 
 
 class _Requests:
@@ -86,16 +109,22 @@ class _Requests:
         return ConnectionFailed(self.base_url, str(error) or type(error).__name__)
 
     @staticmethod
-    def _submission(
+    def _submit_call(
         job_type: str, params: dict[str, Any] | None, idempotency_key: str | None
-    ) -> dict[str, Any]:
+    ) -> _ApiCall[JobAccepted]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return {"json": {"type": job_type, "params": params or {}}, "headers": headers}
+        body = {"type": job_type, "params": params or {}}
+        options = {"json": body, "headers": headers}
+        return _ApiCall("POST", "/v1/jobs", JobAccepted.model_validate_json, options)
 
     @staticmethod
-    def _list_query(
+    def _get_call(job_id: JobId) -> _ApiCall[JobView]:
+        return _ApiCall("GET", f"/v1/jobs/{job_id}", JobView.model_validate_json)
+
+    @staticmethod
+    def _list_call(
         job_type: str | None, state: JobState | str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
+    ) -> _ApiCall[JobPage]:
         query: dict[str, Any] = {"limit": limit}
         if job_type:
             query["type"] = job_type
@@ -103,20 +132,49 @@ class _Requests:
             query["state"] = str(state)
         if cursor:
             query["cursor"] = cursor
-        return query
+        return _ApiCall("GET", "/v1/jobs", JobPage.model_validate_json, {"params": query})
 
     @staticmethod
-    def _checked(response: httpx.Response) -> httpx.Response:
-        if response.is_error:
-            raise error_from_response(response)
-        return response
+    def _cancel_call(job_id: JobId) -> _ApiCall[JobView]:
+        return _ApiCall("POST", f"/v1/jobs/{job_id}/cancel", JobView.model_validate_json)
 
     @staticmethod
-    def _health(response: httpx.Response) -> Health:
+    def _job_types_call() -> _ApiCall[builtins.list[JobTypeInfo]]:
+        return _ApiCall("GET", "/v1/job-types", _JOB_TYPES.validate_json)
+
+    @staticmethod
+    def _queues_call() -> _ApiCall[builtins.list[QueueStatus]]:
+        return _ApiCall("GET", "/v1/queues", _QUEUES.validate_json)
+
+    @staticmethod
+    def _ready_call() -> _ApiCall[Health]:
         # /readyz answers 503 with the same body when a dependency is down: not an error here.
-        if response.status_code in (200, 503):
-            return Health.model_validate_json(response.content)
-        raise error_from_response(response)
+        return _ApiCall("GET", "/readyz", Health.model_validate_json, answer_statuses=(200, 503))
+
+    @staticmethod
+    def _upload_call(name: str, content: Any) -> _ApiCall[FileStored]:
+        """`content`: bytes, a binary file, or an async iterator of chunks."""
+        path = f"/v1/files/{name}"
+        return _ApiCall("PUT", path, FileStored.model_validate_json, {"content": content})
+
+    @staticmethod
+    def _upload_name(source: str | Path | bytes, name: str | None) -> str:
+        if isinstance(source, bytes):
+            if name is None:
+                raise ValueError("name is required when uploading bytes")
+            return name
+        return name or Path(source).name
+
+    @staticmethod
+    def _artifact_path(job_id: JobId, name: str) -> str:
+        return f"/v1/jobs/{job_id}/artifacts/{name}"
+
+    @staticmethod
+    def _events_path(job_id: JobId) -> str:
+        return f"/v1/jobs/{job_id}/events"
+
+    def _events_options(self, position: StreamPosition) -> dict[str, Any]:
+        return {"headers": position.headers(), "timeout": self._stream_timeout}
 
 
 class ConveyorClient(_Requests):
@@ -152,15 +210,12 @@ class ConveyorClient(_Requests):
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, call: _ApiCall[Answer]) -> Answer:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(call.method, call.path, **call.options)
         except httpx.TransportError as error:
             raise self._connection_failed(error) from error
-        return self._checked(response)
-
-    def _model(self, model: type[Model], method: str, path: str, **kwargs: Any) -> Model:
-        return model.model_validate_json(self._request(method, path, **kwargs).content)
+        return call.read(response)
 
     def submit(
         self,
@@ -170,11 +225,10 @@ class ConveyorClient(_Requests):
         idempotency_key: str | None = None,
     ) -> JobAccepted:
         """Queue a job; returns once it is durably queued (the gateway's 202)."""
-        request = self._submission(job_type, params, idempotency_key)
-        return self._model(JobAccepted, "POST", "/v1/jobs", **request)
+        return self._send(self._submit_call(job_type, params, idempotency_key))
 
     def get(self, job_id: JobId) -> JobView:
-        return self._model(JobView, "GET", f"/v1/jobs/{job_id}")
+        return self._send(self._get_call(job_id))
 
     def list(
         self,
@@ -185,8 +239,7 @@ class ConveyorClient(_Requests):
         cursor: str | None = None,
     ) -> JobPage:
         """One page of jobs, newest first; pass `next_cursor` back for the next page."""
-        query = self._list_query(job_type, state, limit, cursor)
-        return self._model(JobPage, "GET", "/v1/jobs", params=query)
+        return self._send(self._list_call(job_type, state, limit, cursor))
 
     def iter_jobs(
         self,
@@ -206,31 +259,26 @@ class ConveyorClient(_Requests):
 
     def cancel(self, job_id: JobId) -> JobView:
         """Cancel a job: a queued one at once, a running one once its worker stops it."""
-        return self._model(JobView, "POST", f"/v1/jobs/{job_id}/cancel")
+        return self._send(self._cancel_call(job_id))
 
     def job_types(self) -> builtins.list[JobTypeInfo]:
-        return _JOB_TYPES.validate_json(self._request("GET", "/v1/job-types").content)
+        return self._send(self._job_types_call())
 
     def queues(self) -> builtins.list[QueueStatus]:
         """Each job type's queue depth and consumers (admin keys only)."""
-        return _QUEUES.validate_json(self._request("GET", "/v1/queues").content)
+        return self._send(self._queues_call())
 
     def ready(self) -> Health:
         """The gateway's readiness: its broker and job store checks."""
-        try:
-            return self._health(self._http.get("/readyz"))
-        except httpx.TransportError as error:
-            raise self._connection_failed(error) from error
+        return self._send(self._ready_call())
 
     def upload_file(self, source: str | Path | bytes, name: str | None = None) -> FileStored:
         """Put an input file in the artifact store; pass the returned `path` as a `source`."""
+        file_name = self._upload_name(source, name)
         if isinstance(source, bytes):
-            if name is None:
-                raise ValueError("name is required when uploading bytes")
-            return self._model(FileStored, "PUT", f"/v1/files/{name}", content=source)
-        path = Path(source)
-        with path.open("rb") as handle:
-            return self._model(FileStored, "PUT", f"/v1/files/{name or path.name}", content=handle)
+            return self._send(self._upload_call(file_name, source))
+        with Path(source).open("rb") as handle:
+            return self._send(self._upload_call(file_name, handle))
 
     def download_artifact(
         self, job_id: JobId, name: str, destination: str | Path | IO[bytes]
@@ -240,9 +288,8 @@ class ConveyorClient(_Requests):
         A path is written next to itself first and renamed when complete, so a failed
         download never leaves a truncated file under the requested name.
         """
-        url = f"/v1/jobs/{job_id}/artifacts/{name}"
         try:
-            with self._http.stream("GET", url) as response:
+            with self._http.stream("GET", self._artifact_path(job_id, name)) as response:
                 if response.is_error:
                     response.read()
                     raise error_from_response(response)
@@ -273,10 +320,7 @@ class ConveyorClient(_Requests):
         while not position.finished:
             try:
                 with self._http.stream(
-                    "GET",
-                    f"/v1/jobs/{job_id}/events",
-                    headers=position.headers(),
-                    timeout=self._stream_timeout,
+                    "GET", self._events_path(job_id), **self._events_options(position)
                 ) as response:
                     if response.is_error:
                         response.read()
@@ -343,16 +387,12 @@ class AsyncConveyorClient(_Requests):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, call: _ApiCall[Answer]) -> Answer:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await self._http.request(call.method, call.path, **call.options)
         except httpx.TransportError as error:
             raise self._connection_failed(error) from error
-        return self._checked(response)
-
-    async def _model(self, model: type[Model], method: str, path: str, **kwargs: Any) -> Model:
-        response = await self._request(method, path, **kwargs)
-        return model.model_validate_json(response.content)
+        return call.read(response)
 
     async def submit(
         self,
@@ -361,11 +401,10 @@ class AsyncConveyorClient(_Requests):
         *,
         idempotency_key: str | None = None,
     ) -> JobAccepted:
-        request = self._submission(job_type, params, idempotency_key)
-        return await self._model(JobAccepted, "POST", "/v1/jobs", **request)
+        return await self._send(self._submit_call(job_type, params, idempotency_key))
 
     async def get(self, job_id: JobId) -> JobView:
-        return await self._model(JobView, "GET", f"/v1/jobs/{job_id}")
+        return await self._send(self._get_call(job_id))
 
     async def list(
         self,
@@ -375,8 +414,7 @@ class AsyncConveyorClient(_Requests):
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        query = self._list_query(job_type, state, limit, cursor)
-        return await self._model(JobPage, "GET", "/v1/jobs", params=query)
+        return await self._send(self._list_call(job_type, state, limit, cursor))
 
     async def iter_jobs(
         self,
@@ -395,38 +433,28 @@ class AsyncConveyorClient(_Requests):
             cursor = page.next_cursor
 
     async def cancel(self, job_id: JobId) -> JobView:
-        return await self._model(JobView, "POST", f"/v1/jobs/{job_id}/cancel")
+        return await self._send(self._cancel_call(job_id))
 
     async def job_types(self) -> builtins.list[JobTypeInfo]:
-        response = await self._request("GET", "/v1/job-types")
-        return _JOB_TYPES.validate_json(response.content)
+        return await self._send(self._job_types_call())
 
     async def queues(self) -> builtins.list[QueueStatus]:
-        response = await self._request("GET", "/v1/queues")
-        return _QUEUES.validate_json(response.content)
+        return await self._send(self._queues_call())
 
     async def ready(self) -> Health:
-        try:
-            return self._health(await self._http.get("/readyz"))
-        except httpx.TransportError as error:
-            raise self._connection_failed(error) from error
+        return await self._send(self._ready_call())
 
     async def upload_file(self, source: str | Path | bytes, name: str | None = None) -> FileStored:
+        file_name = self._upload_name(source, name)
         if isinstance(source, bytes):
-            if name is None:
-                raise ValueError("name is required when uploading bytes")
-            return await self._model(FileStored, "PUT", f"/v1/files/{name}", content=source)
-        path = Path(source)
-        return await self._model(
-            FileStored, "PUT", f"/v1/files/{name or path.name}", content=_read_chunks(path)
-        )
+            return await self._send(self._upload_call(file_name, source))
+        return await self._send(self._upload_call(file_name, _read_chunks(Path(source))))
 
     async def download_artifact(
         self, job_id: JobId, name: str, destination: str | Path | IO[bytes]
     ) -> int:
-        url = f"/v1/jobs/{job_id}/artifacts/{name}"
         try:
-            async with self._http.stream("GET", url) as response:
+            async with self._http.stream("GET", self._artifact_path(job_id, name)) as response:
                 if response.is_error:
                     await response.aread()
                     raise error_from_response(response)
@@ -453,10 +481,7 @@ class AsyncConveyorClient(_Requests):
         while not position.finished:
             try:
                 async with self._http.stream(
-                    "GET",
-                    f"/v1/jobs/{job_id}/events",
-                    headers=position.headers(),
-                    timeout=self._stream_timeout,
+                    "GET", self._events_path(job_id), **self._events_options(position)
                 ) as response:
                     if response.is_error:
                         await response.aread()
