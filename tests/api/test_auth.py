@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 
@@ -10,7 +9,8 @@ import httpx
 import pytest
 from conveyor_core.store.engine import make_sync_engine
 from sqlalchemy import text
-from support.stack import VENV_BIN, Stack, running_stack
+from support.clients import api_keys
+from support.stack import Stack, running_stack
 
 ECHO = {"type": "cmd.run", "params": {"command": "echo", "args": ["hi"]}}
 
@@ -32,18 +32,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         yield running
 
 
-def keys(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "conveyor-api"), "keys", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
 def as_key(stack: Stack, secret: str) -> httpx.Client:
     return httpx.Client(
         base_url=stack.base_url, timeout=30, headers={"Authorization": f"Bearer {secret}"}
@@ -63,8 +51,8 @@ def test_requests_without_a_valid_key_are_refused(stack: Stack):
 
 
 def test_a_key_sees_only_its_own_jobs_and_an_admin_sees_all(stack: Stack):
-    alice, bob = keys(stack, "create", "alice"), keys(stack, "create", "bob")
-    root = keys(stack, "create", "root", "--admin")
+    alice, bob = api_keys(stack, "create", "alice"), api_keys(stack, "create", "bob")
+    root = api_keys(stack, "create", "root", "--admin")
     with (
         as_key(stack, alice) as as_alice,
         as_key(stack, bob) as as_bob,
@@ -89,20 +77,20 @@ def test_a_key_sees_only_its_own_jobs_and_an_admin_sees_all(stack: Stack):
 
 
 def test_keys_are_hashed_at_rest_and_revocation_takes_effect(stack: Stack):
-    secret = keys(stack, "create", "carol")
+    secret = api_keys(stack, "create", "carol")
     engine = make_sync_engine(stack.env["CONVEYOR_DATABASE_URL"])
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT * FROM api_keys")).all()
     assert rows and not any(secret in str(value) for row in rows for value in row)
     with as_key(stack, secret) as as_carol:
         assert as_carol.get("/v1/jobs").status_code == 200
-        keys(stack, "revoke", "carol")
+        api_keys(stack, "revoke", "carol")
         time.sleep(0.6)  # CONVEYOR_AUTH_CACHE_TTL_S
         assert as_carol.get("/v1/jobs").status_code == 401
 
 
 def test_rate_limit_answers_429_with_retry_after(stack: Stack):
-    secret = keys(stack, "create", f"rate-{uuid.uuid4().hex[:6]}")
+    secret = api_keys(stack, "create", f"rate-{uuid.uuid4().hex[:6]}")
     with as_key(stack, secret) as client:
         responses = [
             client.post("/execute", params={"command": "echo 'unbalanced"}) for _ in range(6)
@@ -115,7 +103,7 @@ def test_rate_limit_answers_429_with_retry_after(stack: Stack):
 
 
 def test_queued_jobs_per_key_are_capped(stack: Stack):
-    secret = keys(stack, "create", f"quota-{uuid.uuid4().hex[:6]}")
+    secret = api_keys(stack, "create", f"quota-{uuid.uuid4().hex[:6]}")
     with as_key(stack, secret) as client:
         accepted = [client.post("/v1/jobs", json=ECHO).status_code for _ in range(3)]
         refused = client.post("/v1/jobs", json=ECHO)
@@ -125,8 +113,8 @@ def test_queued_jobs_per_key_are_capped(stack: Stack):
 
 
 def test_a_key_reads_only_its_own_files_and_job_artifacts(stack: Stack):
-    alice = keys(stack, "create", f"files-a-{uuid.uuid4().hex[:6]}")
-    bob = keys(stack, "create", f"files-b-{uuid.uuid4().hex[:6]}")
+    alice = api_keys(stack, "create", f"files-a-{uuid.uuid4().hex[:6]}")
+    bob = api_keys(stack, "create", f"files-b-{uuid.uuid4().hex[:6]}")
     with as_key(stack, alice) as as_alice, as_key(stack, bob) as as_bob:
         stored = as_alice.put("/v1/files/sales.csv", content=b"city,value\nOslo,1\n")
         assert stored.status_code == 201, stored.text

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from conveyor_api.routes.console import CONSOLE_DIR
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support.clients import create_key
+from support.clients import api_keys
 from support.stack import VENV_BIN, Stack, free_port, running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -404,7 +404,7 @@ def enter_key(page: Page, key: str) -> None:
 def test_with_auth_a_key_sees_and_cancels_only_its_own_jobs(
     stack: Stack, secured_url: str, page: Page
 ):
-    alice, bob = create_key(stack, "alice"), create_key(stack, "bob")
+    alice, bob = api_keys(stack, "create", "alice"), api_keys(stack, "create", "bob")
     alices_job = submit_as(stack, secured_url, alice, "data.transform", QUEUED_FOREVER)
     bobs_job = submit_as(stack, secured_url, bob, "data.transform", QUEUED_FOREVER)
 
@@ -437,7 +437,7 @@ def test_with_auth_a_key_sees_and_cancels_only_its_own_jobs(
 def test_with_auth_an_admin_sees_every_job_and_downloads_with_its_key(
     stack: Stack, secured_url: str, page: Page
 ):
-    carol, admin = create_key(stack, "carol"), create_key(stack, "ops", "--admin")
+    carol, admin = api_keys(stack, "create", "carol"), api_keys(stack, "create", "ops", "--admin")
     carols_queued = submit_as(stack, secured_url, carol, "data.transform", QUEUED_FOREVER)
     carols_training = submit_as(stack, secured_url, carol, "ml.train", TRAINING)
     page.goto(f"{secured_url}/ui/")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, JOB_TYPES, ML_TRAIN
-from support.clients import create_key
+from support.clients import api_keys
 from support.stack import Stack, list_queues, rabbitmqctl, running_stack
 
 ECHO = {"command": "echo", "args": ["hi"]}
@@ -22,7 +22,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_waiting_jobs_and_consumers_are_counted_per_job_type(stack: Stack):
-    admin = create_key(stack, "ops", "--admin")
+    admin = api_keys(stack, "create", "ops", "--admin")
     headers = {"Authorization": f"Bearer {admin}"}
     with stack.client() as http:
         for _ in range(3):
@@ -53,7 +53,7 @@ def test_waiting_jobs_and_consumers_are_counted_per_job_type(stack: Stack):
 
 
 def test_only_admin_keys_see_queues(stack: Stack):
-    user = create_key(stack, "someone")
+    user = api_keys(stack, "create", "someone")
     with stack.client() as http:
         refused = http.get("/v1/queues", headers={"Authorization": f"Bearer {user}"})
         anonymous = http.get("/v1/queues")
@@ -65,7 +65,7 @@ def test_only_admin_keys_see_queues(stack: Stack):
 def test_a_missing_queue_is_reported_and_publishing_is_unaffected(stack: Stack):
     # A passive declare of a missing queue closes its channel: never the publishing one.
     rabbitmqctl("delete_queue", "-p", stack.vhost, DATA_TRANSFORM.dead_letter_queue)
-    admin = create_key(stack, "ops2", "--admin")
+    admin = api_keys(stack, "create", "ops2", "--admin")
     headers = {"Authorization": f"Bearer {admin}"}
     with stack.client() as http:
         queues = {q["job_type"]: q for q in http.get("/v1/queues", headers=headers).json()}

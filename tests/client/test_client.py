@@ -21,7 +21,7 @@ from conveyor_client import (
     ValidationFailed,
 )
 from conveyor_core.jobs import JOB_TYPES
-from support.clients import KeyedStack, create_key
+from support.clients import KeyedStack, api_keys
 from support.stack import free_port
 
 ECHO = {"command": "echo", "args": ["hello"]}
@@ -160,7 +160,7 @@ def test_an_unreachable_gateway_is_a_connection_error_naming_it():
 
 def test_the_rate_limit_says_when_to_retry(stack_with_keys: KeyedStack):
     # A key of its own: the limit is per key, and the other tests' keys keep their budget.
-    secret = create_key(stack_with_keys.stack, f"burst-{uuid.uuid4().hex[:6]}")
+    secret = api_keys(stack_with_keys.stack, "create", f"burst-{uuid.uuid4().hex[:6]}")
 
     def submit_a_burst(conveyor: ConveyorClient) -> None:
         for _ in range(40):  # 10 at once, then 5/s: refused well before the 40th

@@ -14,10 +14,11 @@ from typing import Any
 from support.stack import VENV_BIN, Stack, running_stack
 
 
-def create_key(stack: Stack, name: str, *flags: str) -> str:
-    """`conveyor-api keys create NAME [--admin]`; returns the secret it prints once."""
+def api_keys(stack: Stack, *args: str) -> str:
+    """`conveyor-api keys ARGS...` as an operator runs it; returns what it prints (`create`
+    prints the new key's secret, once)."""
     result = subprocess.run(
-        [str(VENV_BIN / "conveyor-api"), "keys", "create", name, *flags],
+        [str(VENV_BIN / "conveyor-api"), "keys", *args],
         env=stack.env,
         capture_output=True,
         text=True,
@@ -39,7 +40,8 @@ def keyed_stack(workdir: Path, **extra_env: str) -> Iterator[KeyedStack]:
     """Gateway + the three workers with API keys on, as in production, an admin key and an
     ordinary one. SQLite: the clients do not depend on the store's backend."""
     with running_stack(workdir, "sqlite", CONVEYOR_AUTH_ENABLED="true", **extra_env) as stack:
-        yield KeyedStack(stack, create_key(stack, "ops", "--admin"), create_key(stack, "user"))
+        admin_key = api_keys(stack, "create", "ops", "--admin")
+        yield KeyedStack(stack, admin_key, api_keys(stack, "create", "user"))
 
 
 # --- the `conveyor` command, run as a user runs it
