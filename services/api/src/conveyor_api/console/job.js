@@ -7,12 +7,12 @@ import { readEvents } from "./sse.js";
 import {
   $,
   ACTIVE_STATES,
-  askForKey,
+  askedForKey,
   el,
   percent,
-  setUpKeyPanel,
   shortId,
   showProblem,
+  startPage,
   stateBadge,
   timeElement,
   took,
@@ -57,9 +57,8 @@ async function follow() {
       // Closed before the end (a gateway restart, a proxy's timeout): resume below.
     } catch (error) {
       if (error.name === "AbortError") return;
-      if (error instanceof ApiError && error.status === 401) {
+      if (askedForKey(error)) {
         showLive("");
-        askForKey(error.message);
         return; // until a key is entered
       }
       if (error instanceof ApiError && [404, 422].includes(error.status)) {
@@ -200,8 +199,7 @@ async function cancel() {
     render();
   } catch (error) {
     $("cancel").disabled = false;
-    if (error instanceof ApiError && error.status === 401) askForKey(error.message);
-    else $("cancel-note").textContent = `Not cancelled: ${error.message}`;
+    if (!askedForKey(error)) $("cancel-note").textContent = `Not cancelled: ${error.message}`;
   }
 }
 
@@ -230,5 +228,4 @@ setInterval(() => {
   if (job?.state === "running") $("job-took").textContent = took(job);
 }, 1000);
 
-setUpKeyPanel(follow);
-follow();
+startPage(follow);

@@ -2,15 +2,15 @@
 // seconds while the tab is visible. Rows are updated in place, so a focused link or a
 // screen reader's position survives a refresh.
 
-import { ApiError, getJson } from "./api.js";
+import { getJson } from "./api.js";
 import {
   $,
-  askForKey,
+  askedForKey,
   el,
   percent,
-  setUpKeyPanel,
   shortId,
   showProblem,
+  startPage,
   stateBadge,
   timeElement,
   took,
@@ -61,12 +61,11 @@ async function refresh() {
       `Updated ${new Date().toLocaleTimeString()}, every ${REFRESH_MS / 1000} s while visible.`;
   } catch (error) {
     if (error.name === "AbortError") return; // a newer refresh took over
-    if (error instanceof ApiError && error.status === 401) {
+    if (askedForKey(error)) {
       rowsById = new Map();
       $("job-rows").replaceChildren();
       $("jobs").hidden = true;
       $("empty").hidden = true;
-      askForKey(error.message);
       return; // nothing to poll until a key is entered
     }
     showProblem(`Could not load the jobs: ${error.message}`);
@@ -172,7 +171,6 @@ document.addEventListener("visibilitychange", () => {
   }
 });
 
-setUpKeyPanel(refresh);
 showFilters();
 loadJobTypes();
-refresh();
+startPage(refresh);

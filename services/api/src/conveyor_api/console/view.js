@@ -1,8 +1,8 @@
-// What both pages share: building DOM, formatting jobs, and the API key panel.
+// What both pages share: building DOM, formatting jobs, the API key panel, and starting up.
 // Text always goes in as text (textContent, never innerHTML): job params, results and
 // output are user data.
 
-import { apiKey, forgetApiKey, setApiKey } from "./api.js";
+import { ApiError, apiKey, forgetApiKey, setApiKey } from "./api.js";
 
 export const ACTIVE_STATES = new Set(["queued", "running"]);
 
@@ -54,8 +54,14 @@ function duration(ms) {
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
+/** Start a page: `load` fetches what it shows, now and again once a key is entered. */
+export function startPage(load) {
+  setUpKeyPanel(load);
+  load();
+}
+
 /** Wire the header's key status and the key form; `onKey` runs after a key is entered. */
-export function setUpKeyPanel(onKey) {
+function setUpKeyPanel(onKey) {
   showKeyStatus();
   $("forget-key").addEventListener("click", () => {
     forgetApiKey();
@@ -71,8 +77,15 @@ export function setUpKeyPanel(onKey) {
   });
 }
 
-/** The API answered 401: ask for a key (again). */
-export function askForKey(detail) {
+/** If the API refused the key (a 401), ask for one (again) and return true: the page
+ * loads nothing more until a key is entered. */
+export function askedForKey(error) {
+  if (!(error instanceof ApiError && error.status === 401)) return false;
+  askForKey(error.message);
+  return true;
+}
+
+function askForKey(detail) {
   $("key-message").textContent = apiKey()
     ? `The gateway refused this key (${detail}). Enter another one.`
     : "This gateway needs an API key to show its jobs.";
