@@ -4,7 +4,6 @@ stack with the PostgreSQL LISTEN/NOTIFY push and with the SQLite poll fallback."
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import uuid
@@ -24,8 +23,9 @@ from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.events import NewEvent, progress_event, record_events, state_event
 from httpx_sse import connect_sse
 from sqlalchemy import func, select, update
+from support.clients import api_keys
 from support.rows import insert_job
-from support.stack import VENV_BIN, Stack, running_stack
+from support.stack import Stack, running_stack
 
 PYTHON = "/usr/bin/python3"
 MAX_STREAMS = 6
@@ -84,17 +84,11 @@ class Keys:
 
 @pytest.fixture(scope="module")
 def keys(stack: Stack) -> Keys:
-    def create(*args: str) -> str:
-        return subprocess.run(
-            [str(VENV_BIN / "conveyor-api"), "keys", "create", *args],
-            env=stack.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-
-    return Keys(alice=create("alice"), bob=create("bob"), admin=create("root", "--admin"))
+    return Keys(
+        alice=api_keys(stack, "create", "alice"),
+        bob=api_keys(stack, "create", "bob"),
+        admin=api_keys(stack, "create", "root", "--admin"),
+    )
 
 
 def as_key(stack: Stack, secret: str) -> httpx.Client:
