@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from conveyor_api.main import create_app
 from conveyor_core.store.engine import make_sync_engine
 from sqlalchemy import text
 from support.clients import api_keys
@@ -38,6 +39,17 @@ def as_key(stack: Stack, secret: str) -> httpx.Client:
     )
 
 
+def test_openapi_declares_the_bearer_scheme_on_authenticated_routes():
+    spec = create_app().openapi()
+    scheme = spec["components"]["securitySchemes"]["HTTPBearer"]
+    assert scheme["type"] == "http"
+    assert scheme["scheme"] == "bearer"
+    assert "conveyor-api keys create" in scheme["description"]
+    for path, method in (("/v1/jobs", "post"), ("/v1/jobs/{job_id}", "get"), ("/v1/jobs", "get")):
+        assert spec["paths"][path][method]["security"] == [{"HTTPBearer": []}], path
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
 def test_requests_without_a_valid_key_are_refused(stack: Stack):
     with stack.client() as anonymous:
         missing = anonymous.post("/v1/jobs", json=ECHO)
@@ -47,6 +59,9 @@ def test_requests_without_a_valid_key_are_refused(stack: Stack):
         assert anonymous.post("/transform").status_code == 401
         wrong = anonymous.get("/v1/jobs", headers={"Authorization": "Bearer cnv_nope"})
         assert wrong.status_code == 401
+        other_scheme = anonymous.get("/v1/jobs", headers={"Authorization": "Basic Ym9iOng="})
+        assert other_scheme.status_code == 401
+        assert other_scheme.headers["WWW-Authenticate"] == "Bearer"
         assert anonymous.get("/healthz").status_code == 200  # probes need no key
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from conveyor_core.store import ApiKey
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, status
+from fastapi.requests import HTTPConnection
+from fastapi.security import HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -71,29 +72,40 @@ class KeyVerifier:
         return principal
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `conveyor-api keys create`.")
+class BearerKeyAuth(HTTPBearer):
+    """The caller behind `Authorization: Bearer <key>`, as one dependency.
 
+    A security scheme in OpenAPI like a plain HTTPBearer, but it verifies the key itself:
+    FastAPI resolves every dependency level per request with its own bookkeeping, and
+    authentication runs on every authenticated request.
+    """
 
-async def authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if not request.app.state.settings.auth_enabled:
-        return ANONYMOUS
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <key>'",
-            headers=challenge,
+    def __init__(self) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="HTTPBearer",  # the name OpenAPI documented before this class
+            description="An API key: `conveyor-api keys create`.",
         )
-    verifier: KeyVerifier = request.app.state.key_verifier
-    principal = await verifier.verify(credentials.credentials)
-    if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key", headers=challenge
-        )
-    return principal
+
+    async def __call__(self, request: HTTPConnection) -> Principal:  # type: ignore[override]
+        if not request.app.state.settings.auth_enabled:
+            return ANONYMOUS
+        challenge = {"WWW-Authenticate": "Bearer"}
+        credentials = await super().__call__(request)
+        if credentials is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                headers=challenge,
+            )
+        verifier: KeyVerifier = request.app.state.key_verifier
+        principal = await verifier.verify(credentials.credentials)
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key", headers=challenge
+            )
+        return principal
 
 
+authenticate = BearerKeyAuth()
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
