@@ -9,6 +9,7 @@ import uuid
 import httpx
 import polars as pl
 import pytest
+from conveyor_core.api_models import JobView
 from support.procs import sleep_processes
 from support.stack import Stack
 
@@ -194,6 +195,23 @@ def test_list_is_newest_first_with_keyset_pagination(stack: Stack, client: httpx
     assert client.get("/v1/jobs", params={"cursor": "garbage!"}).status_code == 422
     finished = client.get("/v1/jobs", params={"state": "succeeded", "type": "cmd.run"}).json()
     assert all(item["state"] == "succeeded" for item in finished["items"])
+
+
+def test_accepted_and_status_answers_keep_their_shape(client: httpx.Client):
+    # Both routes serialise their model themselves (routes/jobs.py json_response).
+    body = {"type": "cmd.run", "params": {"command": "echo", "args": ["shape"]}}
+    accepted = client.post("/v1/jobs", json=body)
+    assert accepted.status_code == 202
+    assert accepted.headers["content-type"] == "application/json"
+    assert "Idempotent-Replayed" not in accepted.headers
+    job = accepted.json()
+    assert set(job) == {"id", "type", "state", "created_at"}
+    assert accepted.headers["Location"] == f"/v1/jobs/{job['id']}"
+    status = client.get(accepted.headers["Location"])
+    assert status.status_code == 200
+    assert status.headers["content-type"] == "application/json"
+    assert set(status.json()) == set(JobView.model_fields)
+    assert status.json()["params"]["args"] == ["shape"]
 
 
 def test_idempotent_resubmission_returns_the_same_job(stack: Stack, client: httpx.Client):

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 from conveyor_core.artifacts import ARTIFACT_NAME_PATTERN, job_artifact_path
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.states import JobState
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel
 
 from conveyor_api.auth import PrincipalDep
-from conveyor_api.deps import ArtifactsDep, JobsDep, SettingsDep
+from conveyor_api.deps import ArtifactsDep, JobsDep, app_settings, job_service
 from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import (
     SUBMISSION_EXAMPLES,
@@ -34,6 +35,17 @@ JobTypeName = Annotated[
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such job"}}
 
 
+def json_response(
+    model: BaseModel, status_code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None
+) -> Response:
+    """The model as JSON, serialised once.
+
+    A model returned from a handler is validated against its response_model again before
+    it is dumped; the routes that return this still declare response_model for OpenAPI.
+    """
+    return Response(model.model_dump_json(), status_code, headers, media_type="application/json")
+
+
 def _not_found(job_id: uuid.UUID) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
 
@@ -50,13 +62,12 @@ def _not_found(job_id: uuid.UUID) -> HTTPException:
 )
 async def submit_job(
     submission: Annotated[JobSubmission, Body(openapi_examples=SUBMISSION_EXAMPLES)],
-    response: Response,
-    jobs: JobsDep,
-    settings: SettingsDep,
+    request: Request,
     caller: SubmitterDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> JobAccepted:
+) -> Response:
     """Queue a job. A 202 means the job row is committed and RabbitMQ confirmed the message."""
+    jobs, settings = job_service(request), app_settings(request)  # hot path: see deps.py
     job_type = JOB_TYPES[submission.type]
     job_type.check_admission(submission.params, settings)
     await jobs.check_source(submission.params, caller.owner, caller.admin)
@@ -64,23 +75,24 @@ async def submit_job(
     submitted = await jobs.submit(
         job_type, params, idempotency_key=idempotency_key, owner=caller.owner
     )
-    response.headers["Location"] = f"/v1/jobs/{submitted.id}"
+    headers = {"Location": f"/v1/jobs/{submitted.id}"}
     if submitted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return JobAccepted(
+        headers["Idempotent-Replayed"] = "true"
+    accepted = JobAccepted(
         id=submitted.id,
         type=submitted.type,
         state=submitted.state,
         created_at=submitted.created_at,
     )
+    return json_response(accepted, status.HTTP_202_ACCEPTED, headers)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
-async def get_job(job_id: uuid.UUID, jobs: JobsDep, caller: PrincipalDep) -> JobView:
-    job = await jobs.get(job_id, caller.owner_filter)
+async def get_job(job_id: uuid.UUID, request: Request, caller: PrincipalDep) -> Response:
+    job = await job_service(request).get(job_id, caller.owner_filter)  # hot path: see deps.py
     if job is None:
         raise _not_found(job_id)
-    return JobView.model_validate(job)
+    return json_response(JobView.model_validate(job))
 
 
 @router.get("/jobs", response_model=JobPage)
