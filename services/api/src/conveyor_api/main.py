@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,18 @@ Submit long-running jobs, poll their state or follow it live, fetch their result
 Job types: `ml.train` (scikit-learn), `cmd.run` (catalog commands, no shell),
 `data.transform` (declarative polars pipelines). A `202` means the job is durably queued.
 """
+
+
+def freeze_startup_objects() -> None:
+    """Exclude everything alive after startup from the cyclic garbage collector's scans.
+
+    Modules, models, routes and settings live as long as the process; a full collection
+    would walk all of them (over 100,000 objects, tens of ms with every request on hold),
+    now it walks only what requests created since. Garbage is collected first so that
+    nothing collectable is frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         repairs = asyncio.create_task(maintenance.run_forever())
         event_wakeups = asyncio.create_task(hub.run_forever())
+        freeze_startup_objects()
         try:
             yield
         finally:
