@@ -87,7 +87,7 @@ class BackgroundMarks(Generic[K]):
         self._queued: list[K] = []
         self._writing: list[K] = []
         self._riding: list[K] = []  # taken by another transaction, not committed yet
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -120,19 +120,19 @@ class BackgroundMarks(Generic[K]):
     async def flush(self) -> None:
         """Write every queued mark now (raises if they cannot be written).
 
-        Marks another transaction carries are not waited for: they are in `pending`.
+        Marks another transaction carries are not waited for: they are in `pending`; nor
+        are marks added once the write is done (under load there always are some), which
+        the background writer takes.
         """
-        while True:
-            if self._writer_running:
-                assert self._writer is not None
-                await asyncio.shield(self._writer)
-            if not self._queued:
-                return
-            self._start(retries=0)
+        if self._writer_running:
             assert self._writer is not None
             await asyncio.shield(self._writer)
-            if self._queued:
-                raise RuntimeError(f"{len(self._queued)} mark(s) could not be written")
+        if not self._queued:
+            return
+        self._start(retries=0)
+        assert self._writer is not None
+        if not await asyncio.shield(self._writer):
+            raise RuntimeError(f"{len(self._queued)} mark(s) could not be written")
 
     @property
     def _writer_running(self) -> bool:
@@ -145,7 +145,8 @@ class BackgroundMarks(Generic[K]):
         if self._queued and not self._writer_running:
             self._writer = asyncio.create_task(self._drain(retries))
 
-    async def _drain(self, retries: int) -> None:
+    async def _drain(self, retries: int) -> bool:
+        """Write until nothing is queued (True), or give up after `retries` failures (False)."""
         failures = 0
         while self._queued:
             self._writing = self._queued[: self._max_batch]
@@ -157,8 +158,9 @@ class BackgroundMarks(Generic[K]):
                 failures += 1
                 if failures > retries:
                     log.warning("job store unavailable: %d mark(s) wait", len(self._queued))
-                    return
+                    return False
                 log.warning("writing %d mark(s) failed; retrying", len(self._writing))
                 await asyncio.sleep(self._retry_after_s * failures)
             finally:
                 self._writing = []
+        return True
