@@ -66,13 +66,27 @@ def notify(job_id: uuid.UUID) -> Executable:
     return select(func.pg_notify(NOTIFY_CHANNEL, str(job_id)))
 
 
+# Built once: the worker stores events on every job, and a statement reused as is keeps
+# SQLAlchemy from rebuilding and hashing it each time.
+_INSERT_EVENTS = insert(JobEvent)
+
+
+def insert_events(
+    connection: Connection, job_id: uuid.UUID, last_seq: int, events: Sequence[NewEvent]
+) -> None:
+    """Store `events` in the caller's transaction, without the NOTIFY: for a caller whose
+    own statement sends it (the worker's UPDATEs return `pg_notify(...)`)."""
+    if events:
+        connection.execute(_INSERT_EVENTS, event_rows(job_id, last_seq, events))
+
+
 def record_events(
     connection: Connection, job_id: uuid.UUID, last_seq: int, events: Sequence[NewEvent]
 ) -> None:
-    """Store `events` in the caller's transaction (sync: workers)."""
+    """Store `events` in the caller's transaction and wake PostgreSQL listeners at commit."""
     if not events:
         return
-    connection.execute(insert(JobEvent), event_rows(job_id, last_seq, events))
+    insert_events(connection, job_id, last_seq, events)
     if connection.dialect.name == "postgresql":
         connection.execute(notify(job_id))
 
@@ -83,6 +97,6 @@ async def record_events_async(
     """Store `events` in the caller's transaction (async: the gateway)."""
     if not events:
         return
-    await session.execute(insert(JobEvent), event_rows(job_id, last_seq, events))
+    await session.execute(_INSERT_EVENTS, event_rows(job_id, last_seq, events))
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(notify(job_id))

@@ -16,7 +16,6 @@ from typing import Any, cast
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
-    Connection,
     Engine,
     Row,
     Select,
@@ -37,7 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from conveyor_core.events import NOTIFY_CHANNEL, EventKind, OutputStream
 from conveyor_core.states import JobState
-from conveyor_core.store.events import NewEvent, event_rows, progress_event, state_event
+from conveyor_core.store.events import NewEvent, insert_events, progress_event, state_event
 from conveyor_core.store.models import Job, JobEvent, UTCDateTime, utcnow
 
 
@@ -143,7 +142,7 @@ class WorkerJobStore:
         with self.engine.begin() as connection:
             row = connection.execute(statement, values).one_or_none()
             if row is not None:
-                _insert_events(connection, job_id, row.event_seq, events)
+                insert_events(connection, job_id, row.event_seq, events)
         if row is None:
             return Beat(still_running=False, cancel_requested=True)
         return Beat(still_running=True, cancel_requested=bool(row.cancel_requested))
@@ -203,7 +202,7 @@ class WorkerJobStore:
             row = connection.execute(statement, values).one_or_none()
             if row is not None:
                 counted = replace(event, data=event.data | {"attempts": row.attempts})
-                _insert_events(connection, values["job_id"], row.event_seq, [counted])
+                insert_events(connection, values["job_id"], row.event_seq, [counted])
             return row
 
     def append_output(
@@ -224,7 +223,7 @@ class WorkerJobStore:
             row = connection.execute(statement, values).one_or_none()
             if row is None:
                 return False
-            _insert_events(connection, job_id, row.event_seq, events)
+            insert_events(connection, job_id, row.event_seq, events)
         return True
 
 
@@ -232,15 +231,7 @@ class WorkerJobStore:
 
 JOBS = cast(Table, Job.__table__)
 JOB_EVENTS = cast(Table, JobEvent.__table__)
-_INSERT_EVENTS = insert(JOB_EVENTS)
 _CURRENT_STATE = select(JOBS.c.state).where(JOBS.c.id == bindparam("job_id"))
-
-
-def _insert_events(
-    connection: Connection, job_id: uuid.UUID, last_seq: int, events: list[NewEvent]
-) -> None:
-    if events:
-        connection.execute(_INSERT_EVENTS, event_rows(job_id, last_seq, events))
 
 
 def _notify_column(notify: bool) -> list[ColumnElement[Any]]:
@@ -282,33 +273,29 @@ def _claim_statement(takeover: bool) -> Update:
     )
 
 
-_STATE_EVENTS: dict[Update, Select[Any]] = {}
-
-
+@functools.cache  # keyed by the statement object, itself built once per shape
 def _with_state_event(statement: Update) -> Select[Any]:
     """PostgreSQL: `statement`, its state event and the NOTIFY as one statement.
 
     The event's JSON is built in Python (`event_data`, as for SQLite) and only its
     `attempts` is taken from the updated row.
     """
-    if statement not in _STATE_EVENTS:
-        updated = statement.returning(JOBS.c.id).cte("updated")
-        data = cast_(bindparam("event_data", type_=JSONB), JSONB).op("||")(
-            func.jsonb_build_object("attempts", updated.c.attempts)
-        )
-        event = insert(JOB_EVENTS).from_select(
-            ["job_id", "seq", "kind", "data", "created_at"],
-            select(
-                updated.c.id,
-                updated.c.event_seq,
-                literal(EventKind.STATE.value),
-                data,
-                bindparam("event_at", type_=UTCDateTime),
-            ),
-        )
-        notified = func.pg_notify(NOTIFY_CHANNEL, cast_(updated.c.id, String))
-        _STATE_EVENTS[statement] = select(*updated.c, notified).add_cte(event.cte("event"))
-    return _STATE_EVENTS[statement]
+    updated = statement.returning(JOBS.c.id).cte("updated")
+    data = cast_(bindparam("event_data", type_=JSONB), JSONB).op("||")(
+        func.jsonb_build_object("attempts", updated.c.attempts)
+    )
+    event = insert(JOB_EVENTS).from_select(
+        ["job_id", "seq", "kind", "data", "created_at"],
+        select(
+            updated.c.id,
+            updated.c.event_seq,
+            literal(EventKind.STATE.value),
+            data,
+            bindparam("event_at", type_=UTCDateTime),
+        ),
+    )
+    notified = func.pg_notify(NOTIFY_CHANNEL, cast_(updated.c.id, String))
+    return select(*updated.c, notified).add_cte(event.cte("event"))
 
 
 @functools.cache
