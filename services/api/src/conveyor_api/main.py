@@ -28,6 +28,7 @@ from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
 from conveyor_api.routes import compat, console, events, files, health, jobs, queues
+from conveyor_api.routes.hot import install_hot_routes
 from conveyor_api.service import JobService
 from conveyor_api.store import open_gateway_store
 
@@ -125,4 +126,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(compat.router)
     app.include_router(console.router)
+    install_hot_routes(app)
     return app

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 
-from conveyor_api.auth import PrincipalDep
+from conveyor_api.auth import Principal, PrincipalDep
 from conveyor_api.deps import ArtifactsDep, JobsDep, app_settings, job_service
 from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import (
@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 JobTypeName = Annotated[
     str, Query(pattern="|".join(rf"^{n}$" for n in JOB_TYPES).replace(".", r"\."))
 ]
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such job"}}
 
 
@@ -64,9 +65,20 @@ async def submit_job(
     submission: Annotated[JobSubmission, Body(openapi_examples=SUBMISSION_EXAMPLES)],
     request: Request,
     caller: SubmitterDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX_LENGTH)] = None,
 ) -> Response:
     """Queue a job. A 202 means the job row is committed and RabbitMQ confirmed the message."""
+    return await accept(request, submission, caller, idempotency_key)
+
+
+async def accept(
+    request: Request, submission: Any, caller: Principal, idempotency_key: str | None
+) -> Response:
+    """A validated submission from an authenticated caller, queued: its 202.
+
+    Shared with the plain-ASGI submit route (routes/hot.py), which validates the body
+    itself.
+    """
     jobs, settings = job_service(request), app_settings(request)  # hot path: see deps.py
     job_type = JOB_TYPES[submission.type]
     job_type.check_admission(submission.params, settings)
@@ -89,6 +101,11 @@ async def submit_job(
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
 async def get_job(job_id: uuid.UUID, request: Request, caller: PrincipalDep) -> Response:
+    return await job_state(request, job_id, caller)
+
+
+async def job_state(request: Request, job_id: uuid.UUID, caller: Principal) -> Response:
+    """The job as the caller may see it; shared with the plain-ASGI route (routes/hot.py)."""
     job = await job_service(request).get(job_id, caller.owner_filter)  # hot path: see deps.py
     if job is None:
         raise _not_found(job_id)
