@@ -158,13 +158,25 @@ def test_a_replayed_idempotent_submission_is_the_same_job(gateway: Gateway):
         ("a bad param", {"json": submission("ml.train", test_size=7)}, 422),
         ("an unknown type", {"json": {"type": "gpu.mine", "params": {}}}, 422),
         ("an extra field", {"json": {**submission("cmd.run"), "priority": 1}}, 422),
-        ("broken JSON", {"content": b'{"type": ', "headers": {"Content-Type": "application/json"}}, 422),
+        (
+            "broken JSON",
+            {"content": b'{"type": ', "headers": {"Content-Type": "application/json"}},
+            422,
+        ),
         ("no content type", {"content": VALID_JSON}, 422),
-        ("a text content type", {"content": VALID_JSON, "headers": {"Content-Type": "text/plain"}}, 422),
+        (
+            "a text content type",
+            {"content": VALID_JSON, "headers": {"Content-Type": "text/plain"}},
+            422,
+        ),
         ("form data", {"data": {"type": "cmd.run"}}, 422),
-        ("an oversized idempotency key", {"json": submission("cmd.run"), "headers": {"Idempotency-Key": "k" * 256}}, 422),
+        (
+            "an oversized idempotency key",
+            {"json": submission("cmd.run"), "headers": {"Idempotency-Key": "k" * 256}},
+            422,
+        ),
     ],
-)  # fmt: skip
+)
 def test_requests_the_hot_route_declines_get_fastapis_answer(
     gateway: Gateway, name: str, request_kwargs: dict[str, Any], status: int
 ):
@@ -184,11 +196,16 @@ def test_refusals_raised_on_the_hot_route_match_fastapis(gateway: Gateway):
         ("POST", "/v1/jobs", {"json": body, "headers": gateway.user}, 403),
         ("POST", "/v1/jobs", {"json": submission("cmd.run")}, 401),
         ("POST", "/v1/jobs", {"json": {"type": 1}}, 401),  # declined, then FastAPI's 401
-        ("POST", "/v1/jobs", {"json": submission("cmd.run"), "headers": {"Authorization": "Bearer cnv_nope"}}, 401),
+        (
+            "POST",
+            "/v1/jobs",
+            {"json": submission("cmd.run"), "headers": {"Authorization": "Bearer cnv_nope"}},
+            401,
+        ),
         ("GET", f"/v1/jobs/{uuid.uuid4()}", {"headers": gateway.user}, 404),
         ("GET", "/v1/jobs/not-a-uuid", {"headers": gateway.user}, 422),
         ("GET", f"/v1/jobs/{uuid.uuid4()}", {}, 401),
-    ]  # fmt: skip
+    ]
     for method, path, kwargs, status in refusals:
         hot, plain, _ = gateway.both(method, path, **kwargs)
         assert hot.status_code == status, (method, path, hot.text)
