@@ -28,8 +28,8 @@ from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
-from conveyor_core.store.events import record_events_async, state_event
-from sqlalchemy import delete, select, update
+from conveyor_core.store.events import StateChange, change_state_async
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conveyor_api.batching import BackgroundMarks
@@ -111,28 +111,25 @@ class Maintenance:
         now = utcnow()
         cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
         async with self.sessions.begin() as session:
-            result = await session.execute(
-                update(Job)
-                .where(
-                    Job.state == JobState.RUNNING,
-                    Job.heartbeat_at < cutoff,
-                    Job.handed_over_at.is_not(None),
-                    Job.attempts < self.settings.max_attempts,
-                )
-                .values(
+            requeued = await change_state_async(
+                session,
+                StateChange(
+                    where=[
+                        Job.state == JobState.RUNNING,
+                        Job.heartbeat_at < cutoff,
+                        Job.handed_over_at.is_not(None),
+                        Job.attempts < self.settings.max_attempts,
+                    ],
                     state=JobState.QUEUED,
-                    dispatched_at=None,
-                    handed_over_at=None,
-                    worker=None,
-                    updated_at=now,
-                    event_seq=Job.event_seq + 1,
-                )
-                .returning(Job.id, Job.type, Job.attempts, Job.event_seq)
+                    values={
+                        "dispatched_at": None,
+                        "handed_over_at": None,
+                        "worker": None,
+                        "updated_at": now,
+                    },
+                    returning=[Job.type],
+                ),
             )
-            requeued = result.all()
-            for job in requeued:
-                event = state_event(JobState.QUEUED, job.attempts)
-                await record_events_async(session, job.id, job.event_seq, [event])
         rows = [(job.id, job.type) for job in requeued]
         if rows:
             log.warning("queued again %d handed-over job(s) whose worker was lost", len(rows))
@@ -147,23 +144,15 @@ class Maintenance:
             "stopped reporting (lost, or cut off from the job store)"
         )
         async with self.sessions.begin() as session:
-            failed = (
-                await session.execute(
-                    update(Job)
-                    .where(Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff)
-                    .values(
-                        state=JobState.FAILED,
-                        finished_at=now,
-                        updated_at=now,
-                        error=error,
-                        event_seq=Job.event_seq + 1,
-                    )
-                    .returning(Job.id, Job.attempts, Job.event_seq)
-                )
-            ).all()
-            for job in failed:
-                event = state_event(JobState.FAILED, job.attempts, error)
-                await record_events_async(session, job.id, job.event_seq, [event])
+            failed = await change_state_async(
+                session,
+                StateChange(
+                    where=[Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff],
+                    state=JobState.FAILED,
+                    values={"finished_at": now, "updated_at": now},
+                    error=error,
+                ),
+            )
         if failed:
             log.warning("failed %d running job(s) without a heartbeat", len(failed))
         return len(failed)

@@ -15,7 +15,7 @@ from typing import Any, cast
 from conveyor_core.jobs import AdmissionDenied, JobType
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
-from conveyor_core.store.events import record_events, state_event
+from conveyor_core.store.events import StateChange, change_state
 from prometheus_client import Counter
 from sqlalchemy import (
     Connection,
@@ -134,22 +134,14 @@ def _cancel(job_id: uuid.UUID, now: datetime) -> Work[CancelOutcome]:
     error = "cancelled by request"
 
     def work(connection: Connection) -> CancelOutcome:
-        queued = connection.execute(
-            update(JOBS)
-            .where(JOBS.c.id == job_id, JOBS.c.state == JobState.QUEUED)
-            .values(
-                state=JobState.CANCELLED,
-                cancel_requested=True,
-                finished_at=now,
-                updated_at=now,
-                error=error,
-                event_seq=JOBS.c.event_seq + 1,
-            )
-            .returning(JOBS.c.attempts, JOBS.c.event_seq)
-        ).one_or_none()
-        if queued is not None:  # its event stream ends here; a running job's, at its worker
-            cancelled = state_event(JobState.CANCELLED, queued.attempts, error)
-            record_events(connection, job_id, queued.event_seq, [cancelled])
+        cancel_queued = StateChange(
+            where=[JOBS.c.id == job_id, JOBS.c.state == JobState.QUEUED],
+            state=JobState.CANCELLED,
+            values={"cancel_requested": True, "finished_at": now, "updated_at": now},
+            error=error,
+        )
+        if change_state(connection, cancel_queued):
+            # A queued job's event stream ends here; a running job's, at its worker.
             return CancelOutcome.CANCELLED
         running = connection.execute(
             update(JOBS)

@@ -10,16 +10,26 @@ On PostgreSQL the same transaction sends a NOTIFY (delivered at commit) to wake 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Executable, func, insert, select
+from sqlalchemy import (
+    ColumnExpressionArgument,
+    Connection,
+    Executable,
+    Row,
+    Update,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from conveyor_core.events import NOTIFY_CHANNEL, EventKind
 from conveyor_core.states import JobState
-from conveyor_core.store.models import JobEvent, utcnow
+from conveyor_core.store.models import Job, JobEvent, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,3 +110,50 @@ async def record_events_async(
     await session.execute(_INSERT_EVENTS, event_rows(job_id, last_seq, events))
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(notify(job_id))
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """Jobs matching `where`, which guards the state they must be in, move to `state`.
+
+    `values` are the other columns to set; `error` is set on the job and reported in its event
+    (None leaves the column as it is); `returning` adds columns to the changed rows.
+    """
+
+    where: Sequence[ColumnExpressionArgument[bool]]
+    state: JobState
+    values: Mapping[str, Any]
+    error: str | None = None
+    returning: Sequence[ColumnExpressionArgument[Any]] = ()
+
+    def statement(self) -> Update:
+        """The UPDATE, raising event_seq by the one event each changed job gets."""
+        changes = {**self.values, "state": self.state, "event_seq": Job.event_seq + 1}
+        if self.error is not None:
+            changes["error"] = self.error
+        return (
+            update(Job)
+            .where(*self.where)
+            .values(changes)
+            .returning(Job.id, Job.attempts, Job.event_seq, *self.returning)
+        )
+
+    def event(self, attempts: int) -> NewEvent:
+        return state_event(self.state, attempts, self.error)
+
+
+def change_state(connection: Connection, change: StateChange) -> Sequence[Row[Any]]:
+    """Make `change` and store each changed job's event, in the caller's transaction;
+    return the changed rows (id, attempts, event_seq, then `change.returning`)."""
+    changed = connection.execute(change.statement()).all()
+    for job in changed:
+        record_events(connection, job.id, job.event_seq, [change.event(job.attempts)])
+    return changed
+
+
+async def change_state_async(session: AsyncSession, change: StateChange) -> Sequence[Row[Any]]:
+    """`change_state` in the caller's async session (the gateway's maintenance)."""
+    changed = (await session.execute(change.statement())).all()
+    for job in changed:
+        await record_events_async(session, job.id, job.event_seq, [change.event(job.attempts)])
+    return changed
