@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from conveyor_api.batching import BackgroundMarks
-from conveyor_api.maintenance import Maintenance
-from conveyor_api.publisher import JobPublisher
 from conveyor_core.artifacts import ArtifactStore, job_artifact_path
-from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
-from conveyor_core.store.engine import make_async_engine, make_sync_engine
+from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.events import record_events, state_event
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from support.maintenance import run_maintenance
 from support.rows import insert_job
 
 DAY = 24 * 3600.0
@@ -27,23 +22,7 @@ DAY = 24 * 3600.0
 def _prune(database_url: str, artifacts: ArtifactStore, retention_s: float) -> int:
     """One retention sweep of the gateway's maintenance, against the real job store."""
     settings = Settings(database_url=database_url, job_retention_s=retention_s)
-
-    async def sweep() -> int:
-        engine = make_async_engine(database_url)
-        publisher = JobPublisher("amqp://unused", list(JOB_TYPES.values()), 1.0)
-
-        async def unused(_: list[uuid.UUID]) -> None:
-            raise AssertionError("the retention sweep writes no dispatch marks")
-
-        maintenance = Maintenance(
-            async_sessionmaker(engine), publisher, BackgroundMarks(unused), artifacts, settings
-        )
-        try:
-            return await maintenance.prune_jobs()
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(sweep())
+    return run_maintenance(settings, lambda maintenance: maintenance.prune_jobs(), artifacts)
 
 
 def _finished_job(engine, artifacts: ArtifactStore, finished_days_ago: float) -> uuid.UUID:

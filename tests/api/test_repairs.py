@@ -7,10 +7,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
 from conveyor_core.store.engine import make_sync_engine
 from sqlalchemy import select
+from support.maintenance import run_maintenance
 from support.rows import insert_job
 from support.stack import Stack, running_stack
 
@@ -80,3 +82,26 @@ def test_a_running_job_with_a_live_heartbeat_is_left_alone(stack: Stack):
         job = stack.wait_for(client, job_id, {"succeeded", "failed"}, timeout=30)
     # It ran twice as long as CONVEYOR_STALE_JOB_AFTER_S, heartbeating all along.
     assert job["state"] == "succeeded", job["error"]
+
+
+@pytest.mark.parametrize(("attempts", "expected"), [(1, JobState.RUNNING), (3, JobState.FAILED)])
+def test_the_stale_job_sweep_leaves_a_handed_over_job_to_the_requeue_step(
+    database_url: str, attempts: int, expected: JobState
+):
+    # Its heartbeat can pass the cutoff between the requeue step and this one, in one round:
+    # while it has attempts left, it is the requeue step's (next round), never failed here.
+    engine = make_sync_engine(database_url)
+    lost = utcnow() - timedelta(seconds=60)
+    job_id = insert_job(
+        engine,
+        state=JobState.RUNNING,
+        attempts=attempts,
+        heartbeat_at=lost,
+        handed_over_at=lost,
+    )
+    settings = Settings(database_url=database_url, stale_job_after_s=30, max_attempts=3)
+    failed = run_maintenance(settings, lambda maintenance: maintenance.fail_stale_running())
+    with engine.connect() as connection:
+        state = connection.scalar(select(Job.state).where(Job.id == job_id))
+    engine.dispose()
+    assert (failed, state) == (int(expected is JobState.FAILED), expected)

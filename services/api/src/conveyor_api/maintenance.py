@@ -29,7 +29,7 @@ from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.events import StateChange, change_state_async
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conveyor_api.batching import BackgroundMarks
@@ -147,7 +147,16 @@ class Maintenance:
             failed = await change_state_async(
                 session,
                 StateChange(
-                    where=[Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff],
+                    where=[
+                        Job.state == JobState.RUNNING,
+                        Job.heartbeat_at < cutoff,
+                        # Not one requeue_stale_handed_over takes: its heartbeat may have
+                        # passed the cutoff only since that step ran, earlier this round.
+                        or_(
+                            Job.handed_over_at.is_(None),
+                            Job.attempts >= self.settings.max_attempts,
+                        ),
+                    ],
                     state=JobState.FAILED,
                     values={"finished_at": now, "updated_at": now},
                     error=error,
