@@ -13,9 +13,10 @@ import logging
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import ChannelNotFoundEntity
 from aiormq import spec
@@ -196,7 +197,7 @@ class JobPublisher:
             async with asyncio.timeout(self._confirm_timeout_s):
                 # The robust channel's current AMQP channel, used directly: building an
                 # aio_pika.Message for each job costs a fifth of the publish's CPU.
-                channel = await self._channel.get_underlay_channel()
+                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
                 # mandatory: a message no queue would take is returned as an error, not dropped
                 template = self._templates[job_type.name]
                 confirmation = await channel.basic_publish(
@@ -205,6 +206,10 @@ class JobPublisher:
                     routing_key=job_type.queue,
                     properties=template.properties(task_id),
                     mandatory=True,
+                    # Not waiting for the frame to reach the socket: aiormq would hold the
+                    # channel's lock meanwhile, one publish at a time. The confirm awaited
+                    # next is what says RabbitMQ has the message.
+                    wait=False,
                 )
         except TimeoutError as error:
             raise BrokerUnavailable(

@@ -198,7 +198,8 @@ class JobService:
         So a 202 means both the row and a confirmed persistent message exist, and a 503
         leaves nothing behind that claims to be queued.
         """
-        fingerprint = request_fingerprint(job_type, params)
+        # Only a replay compares fingerprints: a job without a key stores none.
+        fingerprint = None if idempotency_key is None else request_fingerprint(job_type, params)
         if idempotency_key is not None:
             previous = await self._find_by_key(owner, idempotency_key)
             if previous is not None:
@@ -307,7 +308,7 @@ class JobService:
             )
 
     @staticmethod
-    def _replay(previous: JobRow, fingerprint: str) -> Submitted:
+    def _replay(previous: JobRow, fingerprint: str | None) -> Submitted:
         if previous.request_hash != fingerprint:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used for a different request"
