@@ -21,11 +21,11 @@ import pytest
 import uvicorn
 from conveyor_api.keys import create_key
 from conveyor_api.main import create_app
-from conveyor_api.routes.hot import DECLINED, HotRoute
+from conveyor_api.metrics import HANDED_ON
+from conveyor_api.routes.hot import GatewayApp
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.store.engine import make_sync_engine
-from fastapi import FastAPI
 from httpx import Response
 from starlette.types import Receive, Scope, Send
 from support.stack import RABBITMQ_HOST, free_port, rabbitmq_vhost
@@ -35,7 +35,7 @@ COMPARED_HEADERS = ("content-type", "www-authenticate", "retry-after", "idempote
 
 @dataclass
 class Gateway:
-    app: FastAPI
+    app: GatewayApp
     client: httpx.Client
     scopes: list[Scope]  # each request's scope, as the app left it
     user: dict[str, str]  # Authorization headers
@@ -43,15 +43,14 @@ class Gateway:
 
     def send(self, method: str, path: str, *, hot: bool, **kwargs: Any) -> tuple[Response, bool]:
         """The answer, and whether the hot routes declined the request."""
-        routes = self.app.router.routes
-        hot_routes = [route for route in routes if isinstance(route, HotRoute)]
+        hot_routes = self.app.hot_routes
         if not hot:
-            routes[:] = [route for route in routes if not isinstance(route, HotRoute)]
+            self.app.hot_routes = ()
         try:
             response = self.client.request(method, path, **kwargs)
         finally:
-            routes[:] = hot_routes + [r for r in routes if not isinstance(r, HotRoute)]
-        return response, DECLINED in self.scopes[-1]
+            self.app.hot_routes = hot_routes
+        return response, HANDED_ON in self.scopes[-1]
 
     def both(self, method: str, path: str, **kwargs: Any) -> tuple[Response, Response, bool]:
         hot, declined = self.send(method, path, hot=True, **kwargs)

@@ -28,7 +28,7 @@ from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
 from conveyor_api.routes import compat, console, events, files, health, jobs, queues
-from conveyor_api.routes.hot import install_hot_routes
+from conveyor_api.routes.hot import GatewayApp
 from conveyor_api.service import JobService
 from conveyor_api.store import open_gateway_store
 
@@ -54,7 +54,7 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await publisher.close()
             await engine.dispose()
 
-    app = FastAPI(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = GatewayApp(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -126,5 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(compat.router)
     app.include_router(console.router)
-    install_hot_routes(app)
+    app.install_hot_routes(
+        max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     return app

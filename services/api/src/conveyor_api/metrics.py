@@ -36,6 +36,9 @@ EVENT_STREAMS_OPEN = Gauge(
     "Event streams (GET /v1/jobs/{id}/events) this gateway process holds open.",
 )
 
+# Scope key: the request was handed on to an inner app, whose own HttpMetrics counts it.
+HANDED_ON = "conveyor.handed_on"
+
 SUBMISSION_PATHS = {"/v1/jobs", "/train", "/execute", "/transform"}
 
 
@@ -75,7 +78,8 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            self._record(_route_template(scope), scope["method"], status, started)
+            if not scope.get(HANDED_ON):
+                self._record(_route_template(scope), scope["method"], status, started)
 
     def _record(self, route: str, method: str, status: int, started: float) -> None:
         counter = self._counters.get((route, method, status))

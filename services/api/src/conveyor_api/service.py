@@ -101,6 +101,14 @@ _MARK_DISPATCHED = (
     .where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
     .values(dispatched_at=bindparam("now"))
 )
+# Is there a limit-th queued job of this owner? Reads at most `limit` index entries,
+# never counts them all.
+_NTH_QUEUED = (
+    select(JOBS.c.id)
+    .where(JOBS.c.owner == bindparam("owner"), JOBS.c.state == JobState.QUEUED)
+    .offset(bindparam("skip"))
+    .limit(1)
+)
 
 JobRow = Row[Any]  # a `jobs` row: attribute access by column name, like the ORM object
 
@@ -126,6 +134,17 @@ def _fetch(statement: Executable, params: dict[str, Any] | None = None) -> Work[
 def _rowcount(statement: Executable, params: dict[str, Any] | None = None) -> Work[int]:
     def work(connection: Connection) -> int:
         return connection.execute(statement, params).rowcount
+
+    return work
+
+
+def _owners_at_quota(owners: set[str], limit: int) -> Work[set[str]]:
+    def work(connection: Connection) -> set[str]:
+        return {
+            owner
+            for owner in owners
+            if connection.execute(_NTH_QUEUED, {"owner": owner, "skip": limit - 1}).first()
+        }
 
     return work
 
@@ -182,6 +201,7 @@ class JobService:
         self.max_queued_per_owner = max_queued_per_owner
         self._inserts: Batcher[dict[str, Any], None] = Batcher(self._insert_batch)
         self._lookups: Batcher[uuid.UUID, JobRow | None] = Batcher(self._select_batch)
+        self._quota_checks: Batcher[str, bool] = Batcher(self._at_quota_batch)
         self.dispatched: BackgroundMarks[uuid.UUID] = BackgroundMarks(self._mark_dispatched)
 
     async def submit(
@@ -292,20 +312,20 @@ class JobService:
         await self.store.write(_rowcount(_MARK_DISPATCHED, {"ids": job_ids, "now": utcnow()}))
 
     async def _check_queue_quota(self, owner: str) -> None:
-        limit = self.max_queued_per_owner
-        if not limit:
-            return
-        # Is there a limit-th queued job? Reads at most `limit` index entries, never counts all.
-        nth_queued = (
-            select(JOBS.c.id)
-            .where(JOBS.c.owner == owner, JOBS.c.state == JobState.QUEUED)
-            .offset(limit - 1)
-            .limit(1)
-        )
-        if await self.store.read(_fetch(nth_queued)):
+        if self.max_queued_per_owner and await self._quota_checks.run(owner):
             raise QueueQuotaExceeded(
-                f"{limit} jobs of this key are already queued; wait for some to start"
+                f"{self.max_queued_per_owner} jobs of this key are already queued; "
+                "wait for some to start"
             )
+
+    async def _at_quota_batch(self, owners: list[str]) -> list[bool]:
+        """Which owners have their quota of queued jobs: one check per distinct owner.
+
+        Like the check of a single submission, it is not atomic with the INSERT: a key
+        can exceed its quota by the submissions it has in flight at once.
+        """
+        at_quota = await self.store.read(_owners_at_quota(set(owners), self.max_queued_per_owner))
+        return [owner in at_quota for owner in owners]
 
     @staticmethod
     def _replay(previous: JobRow, fingerprint: str | None) -> Submitted:

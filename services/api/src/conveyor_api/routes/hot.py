@@ -1,37 +1,39 @@
-"""Plain-ASGI routes for the two hottest requests: submit a job, poll a job.
+"""Plain-ASGI answers for the two hottest requests: submit a job, poll a job.
 
-FastAPI spends several hundred Python calls of its own on every request it routes:
+FastAPI spends several hundred Python calls of its own on every request: six middleware
+layers (error pages, OpenTelemetry checks, body limits, exception handlers, exit stacks),
 nested router matching, a dependency graph solved per request, each parameter validated
-on its own, a request object per level. On a status poll that is more than the poll's
-whole work (a batched one-row SELECT); on a submission, most of it.
+on its own. On a status poll that is more than the poll's whole work (a batched one-row
+SELECT); on a submission, a large share.
 
-These routes answer the common, valid request directly, with the same models and the
-same service code as the FastAPI routes (`accept` and `job_state` in routes/jobs.py).
-A request they cannot vouch for, they decline: it goes on, body and all, to the FastAPI
-route behind them, which answers it exactly as it would without them (a body that does
-not validate, a content type FastAPI refuses, an oversized header). What the service
-raises (401, 403, 404, 429, 503...) reaches the app's exception handlers as from any
-route. The FastAPI routes stay registered: OpenAPI and /docs describe them.
+`GatewayApp` answers the common, valid request of these two routes before all of that,
+with the same models and the same service code as the FastAPI routes (`accept` and
+`job_state` in routes/jobs.py), under the same body size limit and request metrics.
+A request it cannot vouch for, it declines: it goes to the FastAPI app, body and all,
+which answers it exactly as it would without the hot routes (a body that does not
+validate, a content type FastAPI refuses, an oversized header). What the service raises
+(401, 403, 404, 409, 429, 503...) is answered by the app's own exception handlers. The
+FastAPI routes stay registered: OpenAPI and /docs describe them.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from pydantic import TypeAdapter, ValidationError
-from starlette._utils import get_route_path
-from starlette.routing import BaseRoute, Match, compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import compile_path
+from starlette.types import Message, Receive, Scope, Send
 
 from conveyor_api.auth import authenticate
+from conveyor_api.limits import BodySizeLimit
+from conveyor_api.metrics import HANDED_ON, HttpMetrics
 from conveyor_api.ratelimit import submitter
 from conveyor_api.routes.jobs import IDEMPOTENCY_KEY_MAX_LENGTH, accept, job_state
 from conveyor_api.schemas import JobSubmission
-
-DECLINED = "conveyor.hot_route_declined"  # scope key: let the FastAPI route answer
 
 Answer = Callable[[Request], Awaitable[Response | None]]
 
@@ -39,39 +41,73 @@ _SUBMISSION: TypeAdapter[Any] = TypeAdapter(JobSubmission)
 _JOB_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
 
 
-class HotRoute(BaseRoute):
-    """One method and path answered by `answer`; `None` from it declines the request.
+class HotRoute:
+    """One method and path answered by `answer`; `None` from it declines the request."""
 
-    A declined request goes back through the app's router with the hot routes skipped,
-    its body replayed, so FastAPI sees it as if these routes did not exist.
-    """
-
-    def __init__(self, method: str, path: str, answer: Answer, router: ASGIApp) -> None:
+    def __init__(self, method: str, path: str, answer: Answer) -> None:
         self.method = method
-        self.path = path  # the template: the metrics middleware labels requests by it
-        self.path_regex, _, _ = compile_path(path)
+        self.path = path  # the template: request metrics are labelled with it
+        self.path_regex: re.Pattern[str] = compile_path(path)[0]
         self.answer = answer
-        self.router = router
 
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope["type"] != "http" or scope["method"] != self.method or DECLINED in scope:
-            return Match.NONE, {}
-        found = self.path_regex.match(get_route_path(scope))
-        if found is None:
-            return Match.NONE, {}
-        return Match.FULL, {"route": self, "path_params": found.groupdict()}
+    def match(self, scope: Scope) -> dict[str, str] | None:
+        """The path parameters when this route takes the request, else None."""
+        if scope["method"] != self.method or scope.get("root_path"):
+            return None  # behind a path prefix, leave the path handling to Starlette
+        found = self.path_regex.match(scope["path"])
+        return None if found is None else found.groupdict()
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+
+class GatewayApp(FastAPI):
+    """The FastAPI app, with `hot_routes` answered ahead of its middleware and router."""
+
+    hot_routes: Sequence[HotRoute] = ()
+
+    def install_hot_routes(self, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+        self.hot_routes = [
+            HotRoute("POST", "/v1/jobs", submit),
+            HotRoute("GET", "/v1/jobs/{job_id}", poll),
+        ]
+        # The same limit and metrics as the app's own middleware (main.py) apply.
+        self._hot_stack = HttpMetrics(BodySizeLimit(self._answer, max_body_bytes, max_upload_bytes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.hot_routes:
+                path_params = route.match(scope)
+                if path_params is not None:
+                    scope.update(app=self, route=route, path_params=path_params)
+                    await self._hot_stack(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: HotRoute = scope["route"]
         request = Request(scope, receive)
-        response = await self.answer(request)
-        if response is not None:
-            await response(scope, receive, send)
+        try:
+            response = await route.answer(request)
+        except Exception as error:
+            handler = self._exception_handler(error)
+            if handler is None:
+                raise
+            response = await handler(request, error)
+        if response is None:
+            app_scope = dict(scope)
+            scope[HANDED_ON] = True  # the app's own middleware counts it, not this stack's
+            body = await request.body()
+            await super().__call__(app_scope, _replaying(body, receive), send)
             return
-        scope[DECLINED] = True
-        await self.router(scope, _replaying(await request.body(), receive), send)
+        await response(scope, receive, send)
 
-    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
-        raise NotImplementedError("hot routes are not named; use the FastAPI route's name")
+    def _exception_handler(
+        self, error: Exception
+    ) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+        """The handler the app registered for the error's class or its nearest base."""
+        for cls in type(error).__mro__:
+            handler = self.exception_handlers.get(cls)
+            if handler is not None:
+                return handler  # type: ignore[return-value]
+        return None
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:
@@ -120,11 +156,3 @@ async def poll(request: Request) -> Response | None:
     except ValidationError:
         return None
     return await job_state(request, job_id, await authenticate(request))
-
-
-def install_hot_routes(app: FastAPI) -> None:
-    """Put the hot routes in front of every other route of the app."""
-    app.router.routes[:0] = [
-        HotRoute("POST", "/v1/jobs", submit, app.router),
-        HotRoute("GET", "/v1/jobs/{job_id}", poll, app.router),
-    ]
