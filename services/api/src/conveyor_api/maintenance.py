@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conveyor_core.artifacts import ArtifactStore, job_artifact_folder
 from conveyor_core.jobs import JOB_TYPES
@@ -29,7 +29,7 @@ from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.events import StateChange, change_state_async
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conveyor_api.batching import BackgroundMarks
@@ -109,17 +109,11 @@ class Maintenance:
         as a submission that is still in flight could be.
         """
         now = utcnow()
-        cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
         async with self.sessions.begin() as session:
             requeued = await change_state_async(
                 session,
                 StateChange(
-                    where=[
-                        Job.state == JobState.RUNNING,
-                        Job.heartbeat_at < cutoff,
-                        Job.handed_over_at.is_not(None),
-                        Job.attempts < self.settings.max_attempts,
-                    ],
+                    where=[self._silent(now), self._requeueable()],
                     state=JobState.QUEUED,
                     values={
                         "dispatched_at": None,
@@ -136,9 +130,17 @@ class Maintenance:
         # A job left unpublished here (broker down) is sent by republish_undispatched.
         return await self._publish(rows)
 
+    def _silent(self, now: datetime) -> ColumnElement[bool]:
+        """A running job whose heartbeat stopped CONVEYOR_STALE_JOB_AFTER_S ago or more."""
+        cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
+        return and_(Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff)
+
+    def _requeueable(self) -> ColumnElement[bool]:
+        """A job whose message was acked at its hand-over, with attempts left."""
+        return and_(Job.handed_over_at.is_not(None), Job.attempts < self.settings.max_attempts)
+
     async def fail_stale_running(self) -> int:
         now = utcnow()
-        cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
         error = (
             f"no heartbeat for {self.settings.stale_job_after_s:g} s: its worker "
             "stopped reporting (lost, or cut off from the job store)"
@@ -147,16 +149,9 @@ class Maintenance:
             failed = await change_state_async(
                 session,
                 StateChange(
-                    where=[
-                        Job.state == JobState.RUNNING,
-                        Job.heartbeat_at < cutoff,
-                        # Not one requeue_stale_handed_over takes: its heartbeat may have
-                        # passed the cutoff only since that step ran, earlier this round.
-                        or_(
-                            Job.handed_over_at.is_(None),
-                            Job.attempts >= self.settings.max_attempts,
-                        ),
-                    ],
+                    # Not one requeue_stale_handed_over takes: its heartbeat may have
+                    # passed the cutoff only since that step ran, earlier this round.
+                    where=[self._silent(now), not_(self._requeueable())],
                     state=JobState.FAILED,
                     values={"finished_at": now, "updated_at": now},
                     error=error,
