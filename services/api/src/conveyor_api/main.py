@@ -107,11 +107,11 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             await engine.dispose()
 
     app = GatewayApp(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.add_middleware(
-        BodySizeLimit,
-        max_bytes=settings.max_body_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
-    )
+    body_limits = {
+        "max_bytes": settings.max_body_bytes,
+        "max_upload_bytes": settings.max_upload_bytes,
+    }
+    app.add_middleware(BodySizeLimit, **body_limits)
     app.add_middleware(HttpMetrics)
     install_error_handlers(app)
 
@@ -126,7 +126,5 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app.include_router(health.router)
     app.include_router(compat.router)
     app.include_router(console.router)
-    app.install_hot_routes(
-        max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
-    )
+    app.install_hot_routes(**body_limits)  # ahead of the middleware, under the same limits
     return app

@@ -63,13 +63,13 @@ class GatewayApp(FastAPI):
 
     hot_routes: Sequence[HotRoute] = ()
 
-    def install_hot_routes(self, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+    def install_hot_routes(self, *, max_bytes: int, max_upload_bytes: int) -> None:
         self.hot_routes = [
             HotRoute("POST", "/v1/jobs", submit),
             HotRoute("GET", "/v1/jobs/{job_id}", poll),
         ]
         # The same limit and metrics as the app's own middleware (main.py) apply.
-        self._hot_stack = HttpMetrics(BodySizeLimit(self._answer, max_body_bytes, max_upload_bytes))
+        self._hot_stack = HttpMetrics(BodySizeLimit(self._answer, max_bytes, max_upload_bytes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
