@@ -41,7 +41,8 @@ from bench.systems import Baseline, Conveyor, System
 @dataclass(frozen=True)
 class Plan:
     mode: str
-    submit_seconds: int  # each of the two identical throughput runs
+    rounds: int  # interleaved rounds of the throughput and status runs (measure_http)
+    submit_seconds: int  # each system's throughput run, each round
     status_seconds: int
     dispatch_jobs: int
     overhead_jobs: int
@@ -53,8 +54,8 @@ class Plan:
     publish_seconds: int  # the publish + confirm ceiling, without HTTP or job store
 
 
-FULL = Plan("full", 10, 10, 500, 1000, 3000, 600, (1, 2), (1_000_000, 10_000_000), 1_000_000, 10)
-QUICK = Plan("quick", 2, 2, 0, 0, 0, 0, (), (1_000_000,), 1_000_000, 0)
+FULL = Plan("full", 3, 10, 10, 500, 1000, 3000, 600, (1, 2), (1_000_000, 10_000_000), 1_000_000, 10)
+QUICK = Plan("quick", 2, 2, 2, 0, 0, 0, 0, (), (1_000_000,), 1_000_000, 0)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -67,53 +68,95 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-# --- one system, every measurement that needs its HTTP side and workers
+# --- the HTTP side: every system's gateway up at once, measured in interleaved rounds
 
 
-def measure(system: System, plan: Plan) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    system.start_gateway()
+def measure_http(systems: dict[str, System], plan: Plan) -> dict[str, dict[str, Any]]:
+    """Submission throughput, then status polling, in `plan.rounds` interleaved rounds.
+
+    Each round runs every system once, back to back, starting with a different one each
+    time. The shared machine's speed drifts over minutes (the baseline's submissions went
+    483 -> 774/s between two full runs an hour apart), so systems measured one after the
+    other, minutes apart, met different machines; within a round they meet the same one.
+    The table takes each system's median round; the JSON keeps every round.
+    """
+    out: dict[str, dict[str, Any]] = {name: {} for name in systems}
+    for system in systems.values():
+        system.start_gateway()
     time.sleep(1)
-    out["gateway_rss_idle_mb"] = round(procs.rss_mb(system.gateway_pid), 1)
-
-    log(f"{system.label}: submission throughput, 2 x {plan.submit_seconds}s at 32 connections")
-    url = system.base_url + system.submit_path
-    body = system.submit_body
-    pid = system.gateway_pid
-    load.wrk(
-        url, seconds=1, server_pid=pid, method="POST", body=body, headers=system.headers
-    )  # warm-up
-    runs, rss = [], []
-    for _ in range(2):
-        runs.append(
-            load.wrk(
-                url,
-                seconds=plan.submit_seconds,
-                server_pid=pid,
-                method="POST",
-                body=body,
+    status_urls = {}
+    for name, system in systems.items():
+        out[name]["gateway_rss_idle_mb"] = round(procs.rss_mb(system.gateway_pid), 1)
+        _submissions(system, seconds=1)  # warm-up
+        system.purge()
+        status_urls[name] = _status_url(system)
+    names = list(systems)
+    for round_no in range(plan.rounds):
+        log(f"round {round_no + 1}/{plan.rounds}: submissions, {plan.submit_seconds}s each")
+        for name in _rotated(names, round_no):
+            system = systems[name]
+            run = _submissions(system, plan.submit_seconds)
+            out[name].setdefault("submit_runs", []).append(run.as_dict())
+            out[name].setdefault("gateway_rss_after_mb", []).append(
+                round(procs.rss_mb(system.gateway_pid), 1)
+            )
+            system.purge()  # every run starts with the queue empty, not behind the last one's
+    for round_no in range(plan.rounds):
+        log(f"round {round_no + 1}/{plan.rounds}: status polling, {plan.status_seconds}s each")
+        for name in _rotated(names, round_no):
+            system = systems[name]
+            run = load.wrk(
+                status_urls[name],
+                seconds=plan.status_seconds,
+                server_pid=system.gateway_pid,
                 headers=system.headers,
             )
-        )
-        rss.append(round(procs.rss_mb(pid), 1))
-    best = max(runs, key=lambda run: run.ok_per_s)
-    out["submit_runs"] = [run.as_dict() for run in runs]
-    out["submit"] = best.as_dict()
-    out["gateway_rss_after_mb"] = rss
-    out["gateway_rss_growth_pct"] = round(100 * (rss[1] - rss[0]) / rss[0], 2)
+            out[name].setdefault("status_runs", []).append(run.as_dict())
+    for result in out.values():
+        result["submit"] = _median_run(result["submit_runs"])
+        result["status"] = _median_run(result["status_runs"])
+        rss = result["gateway_rss_after_mb"]
+        result["gateway_rss_growth_pct"] = round(100 * (rss[-1] - rss[0]) / rss[0], 2)
+    return out
 
-    log(f"{system.label}: status polling, {plan.status_seconds}s at 32 connections")
+
+def _rotated(names: list[str], offset: int) -> list[str]:
+    offset %= len(names)
+    return names[offset:] + names[:offset]
+
+
+def _submissions(system: System, seconds: float) -> load.HttpRun:
+    return load.wrk(
+        system.base_url + system.submit_path,
+        seconds=seconds,
+        server_pid=system.gateway_pid,
+        method="POST",
+        body=system.submit_body,
+        headers=system.headers,
+    )
+
+
+def _status_url(system: System) -> str:
+    """The status URL of one job, submitted for the purpose."""
     with httpx.Client(base_url=system.base_url, timeout=10, headers=system.headers) as client:
         method, path, payload = system.request("data")
         response = client.request(method, path, json=payload)
         response.raise_for_status()
         job_id = str(response.json().get("id") or response.json()["task_id"])
-    status_url = system.base_url + system.status_path(job_id)
-    out["status"] = load.wrk(
-        status_url, seconds=plan.status_seconds, server_pid=pid, headers=system.headers
-    ).as_dict()
-    system.purge()  # the throughput runs left thousands of queued messages: not for the workers
+    return system.base_url + system.status_path(job_id)
 
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (the lower middle one of an even number)."""
+    ordered = sorted(runs, key=lambda run: run["ok_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+# --- one system at a time: everything that needs its workers
+
+
+def measure_workers(system: System, plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if isinstance(system, Baseline) and plan.mode == "full":
         log("baseline: the documented worker command, `celery -A tasks worker`")
         out["documented_worker_tasks"] = system.documented_worker_tasks()
@@ -129,6 +172,8 @@ def measure(system: System, plan: Plan) -> dict[str, Any]:
     if isinstance(system, Conveyor) and plan.overhead_jobs:
         log(f"{system.label}: worker overhead, {plan.overhead_jobs} tiny jobs, 1 process")
         out["overhead"] = worker_overhead(system, plan.overhead_jobs)
+        log(f"{system.label}: a job's claim and finish alone, {plan.overhead_jobs} jobs")
+        out["store_writes"] = store_writes_ceiling(system, plan.overhead_jobs)
 
     out["drain"] = {}
     for concurrency in plan.drain_concurrency:
@@ -195,6 +240,46 @@ def worker_overhead(system: Conveyor, jobs: int) -> dict[str, Any]:
         "claim_to_finish_ms_p50": round(1000 * statistics.median(e - s for s, e in spans), 2),
         "finish_to_next_claim_ms_p50": round(1000 * statistics.median(between), 2),
     }
+
+
+def store_writes_ceiling(system: Conveyor, jobs: int) -> dict[str, Any]:
+    """A job's two job store writes alone: the worker's own claim and finish, one job after
+    another in this process, on the system's database; no broker, no Celery, no job.
+
+    The most tiny jobs/s one worker process could reach while every claim and every finish
+    is committed (durably) before the next step, whatever the broker and Celery cost.
+    """
+    from conveyor_core.states import JobState
+    from conveyor_core.store import Job
+    from conveyor_core.store.worker_ops import WorkerJobStore
+    from sqlalchemy import insert
+
+    ids = [uuid.uuid4() for _ in range(jobs)]
+    now = datetime.now(UTC)
+    with system.engine.begin() as connection:
+        connection.execute(
+            insert(Job),
+            [
+                {"id": job_id, "type": "data.transform", "params": {"rows": [{"value": 1}]}}
+                | {"state": JobState.QUEUED, "created_at": now, "updated_at": now}
+                for job_id in ids
+            ],
+        )
+    store = WorkerJobStore(system.engine)
+    started = time.perf_counter()
+    for job_id in ids:
+        claim = store.claim(job_id, "bench")
+        assert claim is not None, f"job {job_id} could not be claimed"
+        store.finish(
+            job_id,
+            JobState.SUCCEEDED,
+            result={"rows": [{"value": 1}], "row_count": 1},
+            artifacts=[],
+            progress=1.0,
+            attempt=claim.attempts,
+        )
+    seconds = time.perf_counter() - started
+    return {"jobs": jobs, "seconds": round(seconds, 3), "jobs_per_s": round(jobs / seconds, 1)}
 
 
 def drain(system: System, jobs: int, concurrency: int) -> dict[str, Any]:
@@ -382,6 +467,26 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _open_system(name: str, workdir: Path, cleanup: contextlib.ExitStack) -> System:
+    """A system on its own vhost (and PostgreSQL database), removed with `cleanup`."""
+    broker_url = cleanup.enter_context(procs.rabbitmq_vhost(f"conveyor-bench-{name}"))
+    logdir = workdir / name
+    logdir.mkdir()
+    system: System
+    if name == "baseline":
+        system = Baseline(broker_url, logdir)
+    else:
+        database_url = (
+            cleanup.enter_context(procs.postgres_database())
+            if name == "postgres"
+            else f"sqlite:///{logdir / 'conveyor.db'}"
+        )
+        label = "Conveyor (SQLite)" if name == "sqlite" else "Conveyor (PostgreSQL)"
+        system = Conveyor(broker_url, logdir, database_url, label)
+    cleanup.callback(system.stop)
+    return system
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,10 +506,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.report:
-        results = json.loads(args.report.read_text())
-        table = report.build(results)
+        saved = json.loads(args.report.read_text())
+        table = report.build(saved)
         print(report.text_table(table))
-        report.write_markdown(results, table, REPO / "bench" / "results" / "latest.md")
+        report.write_markdown(saved, table, REPO / "bench" / "results" / "latest.md")
         report.write_chart(table, REPO / "bench" / "results" / "latest.png")
         return 0
     plan = QUICK if args.quick else FULL
@@ -422,24 +527,11 @@ def main() -> int:
     ok = False
     try:
         wanted = args.only or ["baseline", "sqlite", "postgres"]
-        for name in wanted:
-            with contextlib.ExitStack() as cleanup:
-                broker_url = cleanup.enter_context(procs.rabbitmq_vhost(f"conveyor-bench-{name}"))
-                logdir = workdir / name
-                logdir.mkdir()
-                system: System
-                if name == "baseline":
-                    system = Baseline(broker_url, logdir)
-                else:
-                    database_url = (
-                        cleanup.enter_context(procs.postgres_database())
-                        if name == "postgres"
-                        else f"sqlite:///{logdir / 'conveyor.db'}"
-                    )
-                    label = "Conveyor (SQLite)" if name == "sqlite" else "Conveyor (PostgreSQL)"
-                    system = Conveyor(broker_url, logdir, database_url, label)
-                cleanup.callback(system.stop)
-                results["systems"][name] = measure(system, plan)
+        with contextlib.ExitStack() as cleanup:
+            systems = {name: _open_system(name, workdir, cleanup) for name in wanted}
+            http = measure_http(systems, plan)
+            for name, system in systems.items():
+                results["systems"][name] = {**http[name], **measure_workers(system, plan)}
         if plan.noop_jobs:
             log(f"bare Celery no-op, {plan.noop_jobs} tasks, 1 process")
             results["noop"] = bare_celery_noop(plan.noop_jobs, workdir)
