@@ -262,7 +262,7 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             _rss_after,
         ),
         Metric(
-            "gateway RSS growth, run 1 -> run 2",
+            "gateway RSS growth, first -> last throughput round",
             "%",
             "none",  # an absolute bound; a ratio of two small percentages means nothing
             "<= 5 %",
