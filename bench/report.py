@@ -44,12 +44,6 @@ def _largest_worker(results: dict[str, Any], system: str) -> float | None:
     return float(max(memory.values())) if memory else None
 
 
-def _overhead(results: dict[str, Any], system: str) -> float | None:
-    if system == "baseline":
-        return results.get("noop", {}).get("jobs_per_s")
-    return _sys("overhead.jobs_per_s")(results, system)
-
-
 def _top(path: str) -> Callable[[dict[str, Any]], float | None]:
     """A figure measured once per run, outside the systems (`noop.jobs_per_s`)."""
     return lambda results: _sys(path)({"systems": {"run": results}}, "run")
@@ -61,10 +55,15 @@ def _durable_noop(results: dict[str, Any], system: str) -> float | None:
     return _top("noop_conveyor_delivery.jobs_per_s")(results)
 
 
-def _store_writes(results: dict[str, Any], system: str) -> float | None:
-    if system == "baseline":
-        return _top("noop.jobs_per_s")(results)
-    return _sys("store_writes.jobs_per_s")(results, system)
+def _beside_noop(path: str) -> Callable[[dict[str, Any], str], float | None]:
+    """A per-system worker figure (`path`), the bare Celery no-op in the baseline column."""
+
+    def get(results: dict[str, Any], system: str) -> float | None:
+        if system == "baseline":
+            return _top("noop.jobs_per_s")(results)
+        return _sys(path)(results, system)
+
+    return get
 
 
 def _publish_ceiling(results: dict[str, Any], system: str) -> float | None:
@@ -187,7 +186,7 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             "jobs/s",
             "higher",
             ">= 0.3x",
-            _overhead,
+            _beside_noop("overhead.jobs_per_s"),
             lambda v, r: r is not None and r >= 0.3,
             0.1,
         ),
@@ -203,7 +202,7 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             "jobs/s",
             "higher",
             "report",
-            _store_writes,
+            _beside_noop("store_writes.jobs_per_s"),
         ),
         Metric(
             f"drain {drain_jobs} mixed jobs, 1 process/type",
