@@ -2,7 +2,10 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 UV_VERSION := 0.13.9
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH, else a private copy in .tools/uv (pip --target: allowed where PEP 668 marks
+# the system Python externally managed, as on stock Debian and Ubuntu).
+UV_HOME := .tools/uv
+UV ?= $(shell command -v uv 2>/dev/null || echo $(UV_HOME)/bin/uv)
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -11,15 +14,26 @@ help: ## List the targets
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: uv
-uv: ## Install uv if it is missing
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+uv: ## Install uv into .tools/uv if it is missing
+	@command -v $(UV) >/dev/null 2>&1 || { \
+	  python3 -m pip --version >/dev/null 2>&1 || { \
+	    echo "installing the Debian package python3-pip"; \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+	      apt-get install -y -qq --no-install-recommends python3-pip >/dev/null; }; \
+	  echo "installing uv $(UV_VERSION) into $(UV_HOME)"; \
+	  python3 -m pip install --quiet --disable-pip-version-check --target $(UV_HOME) "uv==$(UV_VERSION)"; }
 
 .PHONY: install
 install: uv ## Create .venv from the lock file
 	$(UV) sync --frozen
 
+.PHONY: services
+services: ## Install (Debian packages) and start RabbitMQ and PostgreSQL on 127.0.0.1 when missing
+	@bash deploy/local/services.sh
+
 .PHONY: run
-run: install ## Start the gateway (127.0.0.1:8000) and the three workers; Ctrl-C stops all
+run: install services ## Start the gateway (127.0.0.1:8000) and the three workers; Ctrl-C stops all
 	$(UV) run conveyor-api migrate
 	$(UV) run honcho start -f Procfile
 
@@ -36,7 +50,7 @@ format: install ## Apply ruff's fixes and formatting
 	$(UV) run ruff format .
 
 .PHONY: test
-test: install tools prometheus rabbitmq-prometheus chromium lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
+test: install services tools prometheus chromium lint ## Lint, then the whole test suite against real RabbitMQ and PostgreSQL
 	$(UV) run pytest $(PYTEST_ARGS)
 
 .PHONY: audit

@@ -1,6 +1,6 @@
 # Benchmarks: the blog pattern vs Conveyor, side by side (bench/README.md). Included
 # from the root Makefile; `make -f bench/bench.mk bench-quick` also works alone.
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 BENCH_WITH ?= --with matplotlib==3.11.2
 
 .PHONY: bench-tools

@@ -12,10 +12,7 @@ MATPLOTLIB      ?= matplotlib==3.10.7
 PREVIEW_DATA    ?= var/observability/overview-ranges.json
 PREVIEW_PNG     ?= docs/img/dashboard-overview.png
 
-.PHONY: prometheus rabbitmq-prometheus alert-rules rules-check dashboards dashboards-preview verify-observability
-
-rabbitmq-prometheus: ## Enable RabbitMQ's own exporter (queue depth for the observability tests) when off
-	@rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_prometheus || rabbitmq-plugins -q enable rabbitmq_prometheus
+.PHONY: prometheus alert-rules rules-check dashboards dashboards-preview verify-observability
 
 prometheus: ## Install Prometheus and promtool (Debian package `prometheus`) when missing
 	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || { \
@@ -43,9 +40,9 @@ rules-check: prometheus ## promtool check rules + promtool test rules (deploy/pr
 dashboards: install ## Regenerate deploy/grafana/*.json and the chart's dashboard template
 	$(UV) run python deploy/grafana/build.py
 
-verify-observability: install prometheus rabbitmq-prometheus rules-check ## Prometheus scrapes a live stack; every alert and panel query must return data
+verify-observability: install services prometheus rules-check ## Prometheus scrapes a live stack; every alert and panel query must return data
 	$(UV) run pytest tests/observability tests/deploy/test_monitoring.py -q $(PYTEST_ARGS)
 
-dashboards-preview: install prometheus rabbitmq-prometheus ## Run the workload, then draw the overview's main panels to docs/img/dashboard-overview.png
+dashboards-preview: install services prometheus ## Run the workload, then draw the overview's main panels to docs/img/dashboard-overview.png
 	CONVEYOR_OBSERVABILITY_DATA=$(PREVIEW_DATA) $(UV) run pytest tests/observability -q
 	$(UV) run --with $(MATPLOTLIB) python deploy/grafana/preview.py $(PREVIEW_DATA) $(PREVIEW_PNG)
