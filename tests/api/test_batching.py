@@ -194,3 +194,54 @@ def test_flush_raises_when_the_marks_cannot_be_written():
         assert marks.pending == {"a"}  # kept for the next try
 
     asyncio.run(scenario())
+
+
+def test_a_batch_failing_on_one_item_is_run_again_item_by_item():
+    class RefusesThree(Recorder):
+        async def __call__(self, items: list[int]) -> list[int]:
+            self.batches.append(list(items))
+            await self.release.wait()
+            if 3 in items:
+                raise ValueError("the store refused item 3")
+            return [item * 10 for item in items]
+
+    async def scenario() -> None:
+        recorder = RefusesThree()
+        batcher: Batcher[int, int] = Batcher(
+            recorder, isolate=lambda error: isinstance(error, ValueError)
+        )
+        recorder.release.clear()
+        first = asyncio.create_task(batcher.run(0))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        shared = [asyncio.create_task(batcher.run(n)) for n in (2, 3, 4)]
+        await asyncio.sleep(0)
+        recorder.release.set()
+        assert await first == 0
+        assert await shared[0] == 20
+        with pytest.raises(ValueError, match="item 3"):
+            await shared[1]
+        assert await shared[2] == 40
+        assert recorder.batches == [[0], [2, 3, 4], [2], [3], [4]]
+
+    asyncio.run(scenario())
+
+
+def test_an_error_not_isolated_fails_the_whole_batch_without_a_retry():
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher: Batcher[int, int] = Batcher(
+            recorder, isolate=lambda error: isinstance(error, ValueError)
+        )
+        recorder.release.clear()
+        recorder.fail_next = 1  # a RuntimeError: the store itself, not one row
+        first = asyncio.create_task(batcher.run(1))
+        second = asyncio.create_task(batcher.run(2))
+        await asyncio.sleep(0)
+        recorder.release.set()
+        for task in (first, second):
+            with pytest.raises(RuntimeError):
+                await task
+        assert recorder.batches == [[1, 2]]
+
+    asyncio.run(scenario())

@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         default=True, description="Gateway runs Alembic migrations at start-up."
     )
     max_body_bytes: int = Field(
-        default=8 * 1024 * 1024, description="Largest accepted request body."
+        default=1024 * 1024,
+        description="Largest accepted request body, uploads excepted: it bounds what one "
+        "request costs the gateway to validate. Larger inputs go through PUT /v1/files.",
     )
     max_upload_bytes: int = Field(
         default=256 * 1024 * 1024, description="Largest file accepted by PUT /v1/files/{name}."

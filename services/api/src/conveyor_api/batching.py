@@ -27,13 +27,20 @@ class Batcher(Generic[T, R]):
     batch's error. There is no timer: an idle batcher starts a batch at once (no added
     latency), and under load a batch is whatever queued meanwhile, so its size follows the
     load. `run_batch` returns one result per item, in order.
+
+    A batch that fails with an error `isolate` says may belong to one item (a row the
+    database refuses) is run again item by item, so only that item's caller gets it.
     """
 
     def __init__(
-        self, run_batch: Callable[[list[T]], Awaitable[list[R]]], max_batch: int = 256
+        self,
+        run_batch: Callable[[list[T]], Awaitable[list[R]]],
+        max_batch: int = 256,
+        isolate: Callable[[Exception], bool] = lambda error: False,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._isolate = isolate
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -53,13 +60,33 @@ class Batcher(Generic[T, R]):
             try:
                 results = await self._run_batch([item for item, _ in batch])
             except Exception as error:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+                if len(batch) > 1 and self._isolate(error):
+                    for one in batch:
+                        await self._settle([one])
+                else:
+                    self._fail(batch, error)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            self._succeed(batch, results)
+
+    async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run_batch([item for item, _ in batch])
+        except Exception as error:
+            self._fail(batch, error)
+        else:
+            self._succeed(batch, results)
+
+    @staticmethod
+    def _fail(batch: list[tuple[T, asyncio.Future[R]]], error: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+    @staticmethod
+    def _succeed(batch: list[tuple[T, asyncio.Future[R]]], results: list[R]) -> None:
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
 class BackgroundMarks(Generic[K]):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from typing import Any
 
 from conveyor_core.jobs import AdmissionDenied
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
@@ -21,6 +22,38 @@ from conveyor_api.service import IdempotencyConflict, InvalidCursor, QueueQuotaE
 
 log = logging.getLogger("conveyor.api")
 
+# A 422 echoes what it refused, but only so much (echoing a 10,000-key row would cost the
+# gateway more than validating it did), and only as JSON can say it.
+ECHOED_ITEMS = 20
+ECHOED_CHARACTERS = 200
+
+
+ECHOED_DEPTH = 3
+
+
+def _short_input(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, dict | list):
+        if len(value) > ECHOED_ITEMS or depth >= ECHOED_DEPTH:
+            return f"<{type(value).__name__} of {len(value)} items>"
+        if isinstance(value, dict):
+            return {key: _short_input(item, depth + 1) for key, item in value.items()}
+        return [_short_input(item, depth + 1) for item in value]
+    if isinstance(value, str) and len(value) > ECHOED_CHARACTERS:
+        return value[:ECHOED_CHARACTERS] + "..."
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)  # "NaN", "Infinity": the refused value, as it was sent
+    return value
+
+
+def validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    """The errors as FastAPI reports them, with each refused input shortened."""
+    errors = []
+    for item in error.errors():
+        if "input" in item:
+            item = {**item, "input": _short_input(item["input"])}
+        errors.append(item)
+    return errors
+
 
 def _count_rejection(request: Request, reason: str) -> None:
     if is_submission(request.scope):
@@ -31,7 +64,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         _count_rejection(request, "validation")
-        return await request_validation_exception_handler(request, error)
+        return JSONResponse({"detail": jsonable_encoder(validation_errors(error))}, 422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:

@@ -41,15 +41,20 @@ class SubmitterAuth(BearerKeyAuth):
 
     async def __call__(self, request: HTTPConnection) -> Principal:  # type: ignore[override]
         principal = await super().__call__(request)
-        buckets: TokenBuckets = request.app.state.submit_buckets
-        wait_s = buckets.take(principal.owner)
-        if wait_s:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"submission rate limit of {buckets.rate_per_s:g}/s exceeded; retry later",
-                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
-            )
+        take_submit_token(request, principal)
         return principal
+
+
+def take_submit_token(request: HTTPConnection, principal: Principal) -> None:
+    """Spend one of the caller's submissions, or refuse with 429 and when to retry."""
+    buckets: TokenBuckets = request.app.state.submit_buckets
+    wait_s = buckets.take(principal.owner)
+    if wait_s:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"submission rate limit of {buckets.rate_per_s:g}/s exceeded; retry later",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
 
 
 submitter = SubmitterAuth()

@@ -30,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from conveyor_api.batching import BackgroundMarks, Batcher
 from conveyor_api.metrics import JOBS_SUBMITTED
@@ -174,6 +174,17 @@ def _cancel(job_id: uuid.UUID, now: datetime) -> Work[CancelOutcome]:
     return work
 
 
+def _refused_row(error: Exception) -> bool:
+    """An INSERT error that one row may have caused, not a connection's or the server's.
+
+    The database refused a value (DataError), or a value could not be bound at all (a
+    StatementError that never reached the server). Run alone, each row gets its own answer.
+    """
+    if isinstance(error, DBAPIError):
+        return isinstance(error, DataError) and not error.connection_invalidated
+    return isinstance(error, StatementError)
+
+
 @functools.cache
 def _submitted(type_name: str) -> Counter:
     return JOBS_SUBMITTED.labels(type_name)  # a label lookup takes a lock: once per type
@@ -199,7 +210,9 @@ class JobService:
         self.store = store
         self.publisher = publisher
         self.max_queued_per_owner = max_queued_per_owner
-        self._inserts: Batcher[dict[str, Any], None] = Batcher(self._insert_batch)
+        self._inserts: Batcher[dict[str, Any], None] = Batcher(
+            self._insert_batch, isolate=_refused_row
+        )
         self._lookups: Batcher[uuid.UUID, JobRow | None] = Batcher(self._select_batch)
         self._quota_checks: Batcher[str, bool] = Batcher(self._at_quota_batch)
         self.dispatched: BackgroundMarks[uuid.UUID] = BackgroundMarks(self._mark_dispatched)

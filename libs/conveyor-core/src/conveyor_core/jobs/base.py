@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator
 
 from conveyor_core.settings import Settings
 
@@ -16,9 +16,44 @@ DEAD_LETTER_EXCHANGE = "conveyor.dead-letter"
 
 
 class StrictModel(BaseModel):
-    """Params models refuse unknown fields: a typo is an error, not a silent default."""
+    """Params models refuse unknown fields: a typo is an error, not a silent default.
 
-    model_config = ConfigDict(extra="forbid")
+    They also refuse what JSON columns cannot hold on every backend: NaN and ±Infinity
+    (not JSON at all) and the NUL character (PostgreSQL's jsonb and text reject it).
+    Caught here, such a value is the caller's 422, not an INSERT failing later.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul_character(cls, value: Any) -> Any:
+        where = nul_character_path(value)
+        if where is not None:
+            raise ValueError(f"contains a NUL character (\\u0000){' at ' + where if where else ''}")
+        return value
+
+
+def nul_character_path(value: Any, path: str = "") -> str | None:
+    """Where in `value` (strings, lists, dict keys and values) a NUL character is, or None.
+
+    Nested params models are skipped: their own validator has checked their fields.
+    """
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_character_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path}[{key!r}] (in the key)"
+            found = nul_character_path(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    return None
 
 
 class AdmissionDenied(Exception):

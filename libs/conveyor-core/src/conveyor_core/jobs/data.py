@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -12,13 +13,19 @@ from conveyor_core.settings import Settings
 
 Scalar = str | int | float | bool | None
 ColumnName = Annotated[str, Field(min_length=1, max_length=128)]
+# Bounds on what the gateway validates per request, so its cost stays small and linear.
+MAX_COLUMNS = 1_000  # distinct columns over all inline rows
+MAX_PIPELINE_SIZE = 10_000  # names and values over all steps (_step_size)
+MAX_IN_VALUES = 10_000  # values of one `in` filter
 
 
 class FilterStep(StrictModel):
     op: Literal["filter"]
     column: ColumnName
     cmp: Literal["eq", "ne", "gt", "ge", "lt", "le", "in"]
-    value: Scalar | list[Scalar] = Field(description="A scalar, or a list for `in`.")
+    value: Scalar | Annotated[list[Scalar], Field(max_length=MAX_IN_VALUES)] = Field(
+        description="A scalar, or a list for `in`."
+    )
 
     @model_validator(mode="after")
     def _list_only_for_in(self) -> FilterStep:
@@ -82,15 +89,16 @@ def columns_after(columns: list[str], steps: list[Any]) -> list[str]:
     """Walk the pipeline over known input columns; raise naming the first unknown column.
 
     Used at the gateway for inline rows, so a typo fails before anything is queued, and by
-    the worker for file sources once it has read the file's schema.
+    the worker for file sources once it has read the file's schema. Linear in the names
+    the steps hold plus the columns at each step: the columns are a dict, not a list.
     """
-    current = list(columns)
+    current = dict.fromkeys(columns)
 
     def need(step_index: int, name: str) -> None:
         if name not in current:
             raise ValueError(
                 f"steps[{step_index}] ({steps[step_index].op}) refers to unknown column "
-                f"{name!r}; columns at that point: {current}"
+                f"{name!r}; columns at that point: {_some(current)}"
             )
 
     for index, step in enumerate(steps):
@@ -99,17 +107,16 @@ def columns_after(columns: list[str], steps: list[Any]) -> list[str]:
         elif isinstance(step, SelectStep):
             for name in step.columns:
                 need(index, name)
-            current = list(step.columns)
+            current = dict.fromkeys(step.columns)
         elif isinstance(step, RenameStep):
             for old in step.mapping:
                 need(index, old)
-            current = [step.mapping.get(name, name) for name in current]
+            current = dict.fromkeys(step.mapping.get(name, name) for name in current)
         elif isinstance(step, ComputeStep):
             for operand in (step.left, step.right):
                 if isinstance(operand, str):
                     need(index, operand)
-            if step.column not in current:
-                current.append(step.column)
+            current[step.column] = None
         elif isinstance(step, SortStep):
             for name in step.by:
                 need(index, name)
@@ -118,12 +125,34 @@ def columns_after(columns: list[str], steps: list[Any]) -> list[str]:
                 need(index, name)
             for aggregation in step.aggregations:
                 need(index, aggregation.column)
-            current = [*step.group_by, *(a.output_name for a in step.aggregations)]
-    return current
+            current = dict.fromkeys([*step.group_by, *(a.output_name for a in step.aggregations)])
+    return list(current)
+
+
+def _some(names: dict[str, None], shown: int = 20) -> str:
+    # An error message names a few columns, not ten thousand of them.
+    listed = list(islice(names, shown))
+    more = len(names) - len(listed)
+    return f"{listed}" + (f" and {more} more" if more > 0 else "")
+
+
+def _step_size(step: Any) -> int:
+    """How many names and values a step holds: what validating it costs."""
+    if isinstance(step, FilterStep):
+        return 1 + (len(step.value) if isinstance(step.value, list) else 1)
+    if isinstance(step, SelectStep):
+        return len(step.columns)
+    if isinstance(step, RenameStep):
+        return 2 * len(step.mapping)
+    if isinstance(step, SortStep):
+        return len(step.by)
+    if isinstance(step, AggregateStep):
+        return len(step.group_by) + 2 * len(step.aggregations)
+    return 3  # compute: a column and two operands; limit: one number
 
 
 class TransformParams(StrictModel):
-    rows: list[dict[ColumnName, Scalar]] | None = Field(
+    rows: list[Annotated[dict[ColumnName, Scalar], Field(max_length=MAX_COLUMNS)]] | None = Field(
         default=None,
         max_length=10_000,
         description="Inline input rows (capped by CONVEYOR_MAX_INLINE_ROWS).",
@@ -150,10 +179,17 @@ class TransformParams(StrictModel):
             and not self.source.endswith((".csv", ".parquet", ".jsonl", ".ndjson"))
         ):
             raise ValueError("`format` is needed when `source` has no .csv/.parquet/.jsonl suffix")
+        size = sum(_step_size(step) for step in self.steps)
+        if size > MAX_PIPELINE_SIZE:
+            raise ValueError(
+                f"the steps hold {size} column names and values; the limit is {MAX_PIPELINE_SIZE}"
+            )
         if self.rows:
             seen: dict[str, None] = {}
             for row in self.rows:
                 seen.update(dict.fromkeys(row))
+                if len(seen) > MAX_COLUMNS:
+                    raise ValueError(f"the rows name more than {MAX_COLUMNS} distinct columns")
             columns_after(list(seen), self.steps)
         return self
 

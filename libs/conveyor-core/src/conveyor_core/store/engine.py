@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -12,6 +15,35 @@ if TYPE_CHECKING:
 
 
 POOL_RECYCLE_S = 300
+# A JSON escape of NUL that is not itself an escaped backslash followed by "u0000".
+_ESCAPED_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def store_json(value: Any) -> str:
+    """JSON text that every backend stores: what the JSON columns are written with.
+
+    Params never hold NaN, Infinity or NUL (validation refuses them with a 422), but a
+    command's output or a computed cell may, and the job's result must still be written:
+    PostgreSQL's jsonb rejects all three. Non-finite numbers become null, as pydantic
+    writes them, and NUL becomes U+FFFD.
+    """
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: the rare path walks the value
+        text = json.dumps(_finite(value), allow_nan=False)
+    if "\\u0000" in text:
+        text = _ESCAPED_NUL.sub(r"\1\\ufffd", text)
+    return text
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -59,10 +91,12 @@ def make_sync_engine(url: str, **kwargs: Any) -> Engine:
     pool: dict[str, Any] = {} if "poolclass" in kwargs else {"pool_size": 2, "max_overflow": 4}
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_dir(parsed)
-        engine = create_engine(parsed, **pool, **kwargs)
+        engine = create_engine(parsed, json_serializer=store_json, **pool, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_recycle=POOL_RECYCLE_S, **pool, **kwargs)
+    return create_engine(
+        parsed, json_serializer=store_json, pool_recycle=POOL_RECYCLE_S, **pool, **kwargs
+    )
 
 
 def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -72,7 +106,7 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite_dir(parsed)
-        engine = create_async_engine(parsed, **kwargs)
+        engine = create_async_engine(parsed, json_serializer=store_json, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # No pool_pre_ping: it costs a round trip per checkout, on every request. A connection
@@ -81,5 +115,10 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # once more; elsewhere one request or maintenance round fails, and the next works.
     # pool_recycle renews connections before a proxy or firewall drops them for idling.
     return create_async_engine(
-        parsed, pool_size=10, max_overflow=20, pool_recycle=POOL_RECYCLE_S, **kwargs
+        parsed,
+        json_serializer=store_json,
+        pool_size=10,
+        max_overflow=20,
+        pool_recycle=POOL_RECYCLE_S,
+        **kwargs,
     )

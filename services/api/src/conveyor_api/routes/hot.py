@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
@@ -31,7 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from conveyor_api.auth import authenticate
 from conveyor_api.limits import BodySizeLimit
 from conveyor_api.metrics import HANDED_ON, HttpMetrics
-from conveyor_api.ratelimit import submitter
+from conveyor_api.ratelimit import take_submit_token
 from conveyor_api.routes.jobs import IDEMPOTENCY_KEY_MAX_LENGTH, accept, job_state
 from conveyor_api.schemas import JobSubmission
 
@@ -141,12 +142,26 @@ async def submit(request: Request) -> Response | None:
         return None
     if not _is_json(request.headers.get("content-type")):
         return None
+    # Before any work on the body: an anonymous caller gets its 401 for free.
+    caller = await authenticate(request)
+    body = await request.body()
     try:
-        submission = _SUBMISSION.validate_json(await request.body())
-    except ValidationError:
-        return None  # FastAPI authenticates first, then reports the body's errors
-    # After the body: a declined request must not have spent a rate-limit token already.
-    return await accept(request, submission, await submitter(request), idempotency_key)
+        submission = _SUBMISSION.validate_json(body)
+    except ValidationError as error:
+        if not error.error_count() or _is_json_error(error):
+            return None  # broken JSON: FastAPI's own answer, which names the position
+        # Answered here, as FastAPI words it: validating a large body twice is no answer.
+        raise RequestValidationError(_in_body(error), body=body) from None
+    take_submit_token(request, caller)
+    return await accept(request, submission, caller, idempotency_key)
+
+
+def _is_json_error(error: ValidationError) -> bool:
+    return any(item["type"] == "json_invalid" for item in error.errors(include_url=False))
+
+
+def _in_body(error: ValidationError) -> list[dict[str, Any]]:
+    return [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
 
 
 async def poll(request: Request) -> Response | None:
