@@ -8,13 +8,19 @@ import threading
 
 
 class CuttableProxy:
-    """Forwards a local port to a target; `cut()` drops all connections, refuses new ones."""
+    """Forwards a local port to a target; `cut()` drops all connections, refuses new ones.
+
+    `hold_replies()` keeps the connections open but holds back what the target sends
+    (a broker whose confirms are late) until `release_replies()`.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._open = threading.Event()
+        self._replies = threading.Event()
+        self._replies.set()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -33,8 +39,15 @@ class CuttableProxy:
                 sock.close()
             self._sockets.clear()
 
+    def hold_replies(self) -> None:
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
+
     def close(self) -> None:
         self._closed = True
+        self.release_replies()
         self.cut()
         self._server.close()
 
@@ -54,13 +67,15 @@ class CuttableProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, gate in ((client, upstream, None), (upstream, client, self._replies)):
+                threading.Thread(target=self._pump, args=(source, sink, gate), daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(source: socket.socket, sink: socket.socket, gate: threading.Event | None) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if gate is not None:
+                    gate.wait()
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):

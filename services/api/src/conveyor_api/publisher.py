@@ -122,7 +122,7 @@ class JobPublisher:
     def __init__(self, broker_url: str, job_types: list[JobType], confirm_timeout_s: float) -> None:
         self._url = broker_url
         self._job_types = job_types
-        self._confirm_timeout_s = confirm_timeout_s
+        self.confirm_timeout_s = confirm_timeout_s
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -194,7 +194,7 @@ class JobPublisher:
         task_id = str(job_id)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._confirm_timeout_s):
+            async with asyncio.timeout(self.confirm_timeout_s):
                 # The robust channel's current AMQP channel, used directly: building an
                 # aio_pika.Message for each job costs a fifth of the publish's CPU.
                 channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
@@ -213,7 +213,7 @@ class JobPublisher:
                 )
         except TimeoutError as error:
             raise BrokerUnavailable(
-                f"RabbitMQ did not confirm the message within {self._confirm_timeout_s}s"
+                f"RabbitMQ did not confirm the message within {self.confirm_timeout_s}s"
             ) from error
         except Exception as error:
             raise BrokerUnavailable(f"RabbitMQ refused the message: {error}") from error

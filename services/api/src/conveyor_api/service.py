@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, cast
 
@@ -36,6 +39,8 @@ from conveyor_api.batching import BackgroundMarks, Batcher
 from conveyor_api.metrics import JOBS_SUBMITTED
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.store import GatewayStore, Work
+
+log = logging.getLogger("conveyor.api")
 
 
 class IdempotencyConflict(Exception):
@@ -109,6 +114,14 @@ _NTH_QUEUED = (
     .offset(bindparam("skip"))
     .limit(1)
 )
+
+# A job whose publish failed is withdrawn only while no worker has claimed it.
+_WITHDRAW = delete(JOBS).where(
+    JOBS.c.id == bindparam("id"), JOBS.c.state == JobState.QUEUED, JOBS.c.attempts == 0
+)
+# How long past the confirm timeout a replay waits for its first request's outcome.
+SETTLE_MARGIN_S = 0.5
+SETTLE_POLL_S = 0.05
 
 JobRow = Row[Any]  # a `jobs` row: attribute access by column name, like the ORM object
 
@@ -234,7 +247,7 @@ class JobService:
         # Only a replay compares fingerprints: a job without a key stores none.
         fingerprint = None if idempotency_key is None else request_fingerprint(job_type, params)
         if idempotency_key is not None:
-            previous = await self._find_by_key(owner, idempotency_key)
+            previous = await self._settled_by_key(owner, idempotency_key)
             if previous is not None:
                 return self._replay(previous, fingerprint)
         await self._check_queue_quota(owner)
@@ -264,15 +277,20 @@ class JobService:
                 await self.store.write(_insert_jobs([row]), retry_on_disconnect=False)
             except IntegrityError:
                 # Another request with the same key won the race; answer with its job.
-                previous = await self._find_by_key(owner, idempotency_key)
+                previous = await self._settled_by_key(owner, idempotency_key)
                 if previous is None:
                     raise
                 return self._replay(previous, fingerprint)
         try:
             await self.publisher.publish(job_type, job_id)
-        except BaseException:
-            await self.store.write(_rowcount(delete(JOBS).where(JOBS.c.id == job_id)))
-            raise
+        except BaseException as error:
+            withdrawn = await self.store.write(_rowcount(_WITHDRAW, {"id": job_id}))
+            if withdrawn or not isinstance(error, Exception):
+                raise
+            # A worker claimed the job already, so RabbitMQ had taken the message and only
+            # its confirm came late (a busy loop, a GC pause). The job stands: a 503 would
+            # have its caller submit it again, and it would run twice.
+            log.warning("job %s was claimed before its publish confirm arrived: kept", job_id)
         self.dispatched.add(job_id)
         _submitted(job_type.name).inc()
         return Submitted(
@@ -352,6 +370,34 @@ class JobService:
             state=JobState(previous.state),
             created_at=previous.created_at,
             replayed=True,
+        )
+
+    async def _settled_by_key(self, owner: str, key: str) -> JobRow | None:
+        """The job an earlier request with this key queued, once that request's outcome is
+        known: None if its publish failed and it withdrew the row.
+
+        A replay that answered from the row at once could give a 202 for a job its first
+        request is about to withdraw, and then a 404. So while the row may still be
+        waiting for its confirm (queued, unclaimed, not marked dispatched, younger than
+        the confirm timeout), the replay waits for that, polling.
+        """
+        deadline = time.monotonic() + self.publisher.confirm_timeout_s + SETTLE_MARGIN_S
+        while True:
+            previous = await self._find_by_key(owner, key)
+            if previous is None or not self._awaiting_confirm(previous):
+                return previous
+            if time.monotonic() >= deadline:
+                return previous  # its request ended, whatever the row says: the job stands
+            await asyncio.sleep(SETTLE_POLL_S)
+
+    def _awaiting_confirm(self, job: JobRow) -> bool:
+        window = timedelta(seconds=self.publisher.confirm_timeout_s + SETTLE_MARGIN_S)
+        return (
+            job.state == JobState.QUEUED
+            and job.attempts == 0
+            and job.dispatched_at is None
+            and job.id not in self.dispatched.pending
+            and utcnow() - job.created_at < window
         )
 
     async def _find_by_key(self, owner: str, key: str) -> JobRow | None:
