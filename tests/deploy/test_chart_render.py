@@ -266,6 +266,7 @@ URLS = [
         ([*URLS, "workers.ml.keda.kedaa=true"], r"additional propert"),
         ([*URLS, "config.log_levle=DEBUG"], r"additional propert"),
         ([*URLS, "config.log_level=LOUD"], r"log_level"),
+        ([*URLS, "config.auth_enabled=false"], r"anonymous admin.*api\.allowUnauthenticated"),
     ],
 )
 def test_impossible_combinations_fail_with_a_clear_message(sets, message):
@@ -412,3 +413,19 @@ def _values(values: Path) -> dict[str, Any]:
         n: {**w, **override.get("workers", {}).get(n, {})} for n, w in defaults["workers"].items()
     }
     return {**defaults, "workers": workers}
+
+
+def test_authentication_off_renders_only_when_accepted_explicitly():
+    manifests = render(
+        sets=[
+            *URLS,
+            "config.auth_enabled=false",
+            "api.allowUnauthenticated=true",
+            "config.local_hosts={conveyor.internal}",
+        ]
+    )
+    config = next(
+        m for m in manifests if m["kind"] == "ConfigMap" and "CONVEYOR_AUTH_ENABLED" in m["data"]
+    )
+    assert config["data"]["CONVEYOR_AUTH_ENABLED"] == "false"
+    assert config["data"]["CONVEYOR_LOCAL_HOSTS"] == '["conveyor.internal"]'

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="Require an API key (Authorization: Bearer). `make run` turns it off on "
         "localhost; never turn it off on a reachable address.",
     )
+    local_hosts: list[str] = Field(
+        default=["127.0.0.1", "localhost", "::1"],
+        description="With authentication off, the only Host names the gateway answers to and "
+        "the only origins it takes POST/PUT/DELETE from: a web page cannot drive a local "
+        "gateway through DNS rebinding or a cross-site form. `*` turns the check off.",
+    )
     auth_cache_ttl_s: float = Field(
         default=10.0,
         ge=0,

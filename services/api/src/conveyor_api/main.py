@@ -127,4 +127,6 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app.include_router(compat.router)
     app.include_router(console.router)
     app.install_hot_routes(**body_limits)  # ahead of the middleware, under the same limits
+    if not settings.auth_enabled and "*" not in settings.local_hosts:
+        app.local_hosts = frozenset(host.lower() for host in settings.local_hosts)
     return app

@@ -29,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
+from conveyor_api import local_only
 from conveyor_api.auth import authenticate
 from conveyor_api.limits import BodySizeLimit
 from conveyor_api.metrics import HANDED_ON, HttpMetrics
@@ -63,6 +64,8 @@ class GatewayApp(FastAPI):
     """The FastAPI app, with `hot_routes` answered ahead of its middleware and router."""
 
     hot_routes: Sequence[HotRoute] = ()
+    # Set when authentication is off: requests from elsewhere are refused first (local_only).
+    local_hosts: frozenset[str] | None = None
 
     def install_hot_routes(self, *, max_bytes: int, max_upload_bytes: int) -> None:
         self.hot_routes = [
@@ -73,6 +76,11 @@ class GatewayApp(FastAPI):
         self._hot_stack = HttpMetrics(BodySizeLimit(self._answer, max_bytes, max_upload_bytes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.local_hosts is not None:
+            refused = local_only.refusal(scope, self.local_hosts)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         if scope["type"] == "http":
             for route in self.hot_routes:
                 path_params = route.match(scope)
