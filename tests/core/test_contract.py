@@ -121,6 +121,21 @@ def test_limits_come_from_settings():
         )
 
 
+def test_a_synthetic_set_larger_than_the_memory_budget_is_refused_at_admission():
+    settings = Settings()  # defaults: a 2 GiB budget
+    largest = {"model": "logistic_regression", "dataset": "synthetic", "n_features": 1_000}
+    # 2,000,000 x 1,000 float64 is 16 GB before any copy: within the sample cap, not memory.
+    with pytest.raises(
+        AdmissionDenied, match=r"need about 45776 MiB.*limit is 2048 MiB"
+    ) as refused:
+        ML_TRAIN.check_admission(
+            ML_TRAIN.parse_params({**largest, "n_samples": 2_000_000}), settings
+        )
+    assert refused.value.status_code == 422
+    fits = ML_TRAIN.parse_params({**largest, "n_samples": 80_000})  # 80,000 x 1,000 x 8 x 3
+    ML_TRAIN.check_admission(fits, settings)
+
+
 def test_s3_artifact_store_builds_urls_under_its_prefix():
     store = ArtifactStore("s3://conveyor-artifacts/prod")  # no request is made to build URLs
     assert not store.is_local

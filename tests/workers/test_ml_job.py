@@ -216,3 +216,24 @@ def test_synthetic_above_the_sample_cap_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(JobFailed, match="n_samples=1000"):
         train(ctx, model="logistic_regression", dataset="synthetic", n_samples=1000)
+
+
+def test_sets_larger_than_the_memory_budget_fail_before_training(tmp_path: Path) -> None:
+    # The smallest budget, 1 MiB: iris (150 x 4 x 8 x 3 = 14 KB) fits, 10,000 x 20 does not.
+    ctx = RecordingContext(tmp_path, ml_memory_budget_bytes=1024**2)
+    with pytest.raises(JobFailed, match="10000 samples x 20 features need about 4 MiB"):
+        train(ctx, model="logistic_regression", dataset="synthetic", n_samples=10_000)
+    wide = pl.DataFrame({f"f{i}": np.arange(2_000, dtype=np.float64) for i in range(30)})
+    (tmp_path / "uploads").mkdir(exist_ok=True)
+    wide.with_columns(label=pl.Series([i % 2 for i in range(2_000)])).write_parquet(
+        tmp_path / "uploads" / "wide.parquet"
+    )
+    with pytest.raises(JobFailed, match=r"'uploads/wide\.parquet': 2000 samples x 30 features"):
+        train(
+            ctx,
+            model="logistic_regression",
+            dataset="file",
+            source="uploads/wide.parquet",
+            target_column="label",
+        )
+    assert train(ctx, model="logistic_regression", dataset="iris").n_features == 4

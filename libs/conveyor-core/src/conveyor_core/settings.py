@@ -205,6 +205,13 @@ class Settings(BaseSettings):
         default=1_000, description="Larger transform outputs go to a Parquet artifact."
     )
     ml_max_samples: int = Field(default=2_000_000, description="Largest synthetic ML dataset.")
+    ml_memory_budget_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024**2,
+        description="Memory a training job's data set may take, counted as three float64 "
+        "copies of the features (data, train/test split, fitting): a larger synthetic set is "
+        "refused with 422, a larger file fails the job once read.",
+    )
     cmd_max_timeout_s: int = Field(default=3600, description="Cap on cmd.run timeout_s.")
     cmd_max_output_bytes: int = Field(
         default=1024 * 1024, description="stdout/stderr kept per stream; the rest is dropped."

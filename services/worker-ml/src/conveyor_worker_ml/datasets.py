@@ -14,7 +14,12 @@ from typing import Any, TypeAlias
 import numpy as np
 import polars as pl
 from conveyor_core.artifacts import ArtifactStore, UnsafePathError
-from conveyor_core.jobs.ml import GradientBoostingTrain, LogisticRegressionTrain, RandomForestTrain
+from conveyor_core.jobs.ml import (
+    GradientBoostingTrain,
+    LogisticRegressionTrain,
+    RandomForestTrain,
+    over_memory_budget,
+)
 from conveyor_core.settings import Settings
 from conveyor_core.worker import JobContext, JobFailed
 from numpy.typing import NDArray
@@ -59,7 +64,7 @@ def load_dataset(params: TrainRequest, ctx: JobContext) -> LoadedDataset:
         return make_synthetic(params, ctx.settings)
     if params.dataset == "file":
         assert params.source is not None  # the params model insists on it
-        return load_table(params.source, params.target_column, ctx.artifacts)
+        return load_table(params.source, params.target_column, ctx.artifacts, ctx.settings)
     return load_bundled(params.dataset)
 
 
@@ -78,6 +83,9 @@ def make_synthetic(params: TrainRequest, settings: Settings) -> LoadedDataset:
             f"n_samples={params.n_samples} is above this worker's limit of "
             f"{settings.ml_max_samples} (CONVEYOR_ML_MAX_SAMPLES)"
         )
+    too_large = over_memory_budget(params.n_samples, params.n_features, settings)
+    if too_large is not None:
+        raise JobFailed(too_large)
     n_informative, n_clusters = _informative_shape(params.n_features, params.n_classes)
     features, target = make_classification(
         n_samples=params.n_samples,
@@ -109,7 +117,9 @@ def _informative_shape(n_features: int, n_classes: int) -> tuple[int, int]:
     )
 
 
-def load_table(source: str, target_column: str, store: ArtifactStore) -> LoadedDataset:
+def load_table(
+    source: str, target_column: str, store: ArtifactStore, settings: Settings
+) -> LoadedDataset:
     """A CSV or Parquet file from the artifact store: numeric features plus a label column."""
     frame = read_table(source, store)
     if target_column not in frame.columns:
@@ -118,6 +128,10 @@ def load_table(source: str, target_column: str, store: ArtifactStore) -> LoadedD
             f"its columns are: {', '.join(frame.columns)}"
         )
     features = _feature_matrix(frame.drop(target_column), source)
+    n_samples, n_features = features.shape
+    too_large = over_memory_budget(n_samples, n_features, settings)
+    if too_large is not None:
+        raise JobFailed(f"{source!r}: {too_large}")
     target = _class_labels(frame[target_column], source)
     labels = np.unique(target)
     return LoadedDataset(features, target, labels, [str(label) for label in labels])

@@ -113,11 +113,38 @@ class TrainResult(BaseModel):
     artifact: str = Field(description="Name of the fitted model artifact (skops format).")
 
 
+# The features as float64, then the train/test split's copy, then the fit's working set.
+DATASET_COPIES = 3
+
+
+def dataset_bytes(n_samples: int, n_features: int) -> int:
+    """What a data set of this shape takes in a training worker, by DATASET_COPIES."""
+    return n_samples * n_features * 8 * DATASET_COPIES
+
+
+def over_memory_budget(n_samples: int, n_features: int, settings: Settings) -> str | None:
+    """Why a data set of this shape does not fit the budget, or None if it does."""
+    needed = dataset_bytes(n_samples, n_features)
+    if needed <= settings.ml_memory_budget_bytes:
+        return None
+    mib = 1024**2
+    return (
+        f"{n_samples} samples x {n_features} features need about {needed // mib} MiB to "
+        f"train; the limit is {settings.ml_memory_budget_bytes // mib} MiB "
+        "(CONVEYOR_ML_MEMORY_BUDGET_BYTES)"
+    )
+
+
 def admit_train(params: _TrainCommon, settings: Settings) -> None:
-    if params.dataset == "synthetic" and params.n_samples > settings.ml_max_samples:
+    if params.dataset != "synthetic":
+        return
+    if params.n_samples > settings.ml_max_samples:
         raise LimitExceeded(
             f"params.n_samples {params.n_samples} exceeds the limit of {settings.ml_max_samples}"
         )
+    too_large = over_memory_budget(params.n_samples, params.n_features, settings)
+    if too_large is not None:
+        raise LimitExceeded(f"params: {too_large}")
 
 
 ML_TRAIN = JobType(
