@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import IO, Annotated, Any
 
 import fsspec
@@ -98,12 +100,60 @@ class ArtifactStore:
         """What polars/pyarrow need to reach a remote store (empty for local)."""
         return {} if self.is_local else dict(self.fs.storage_options)
 
+    def move(self, source: str, target: str) -> None:
+        """Put `source` in `target`'s place: a rename on a local disk, so a reader sees the
+        old file or the new one, never half of one (an object store's PUT is whole anyway)."""
+        self.fs.mv(self.url(source), self.url(target))
+
+    def files(self, folder: str) -> list[StoredFile]:
+        """Every file below `folder` (none if it does not exist), with size and age."""
+        target = self.url(folder)
+        if not self.fs.exists(target):
+            return []
+        found = self.fs.find(target, detail=True)
+        prefix = self.root.rstrip("/") + "/"
+        stored = []
+        for full, info in found.items():
+            relative = full[len(prefix) :] if full.startswith(prefix) else full
+            stored.append(StoredFile(relative, int(info.get("size") or 0), _modified(info)))
+        return stored
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the store's root
+    size: int
+    modified: datetime
+
+
+def _modified(info: dict[str, Any]) -> datetime:
+    # A local disk reports `mtime` (seconds); S3 and GCS a `LastModified`/`updated` datetime.
+    if "mtime" in info:
+        return datetime.fromtimestamp(float(info["mtime"]), UTC)
+    for key in ("LastModified", "last_modified", "updated"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, str):
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.now(UTC)  # unknown age: never expired by mistake
+
 
 def upload_path(owner: str, name: str) -> str:
     """Where a caller's uploaded file lives: under a folder of its own key."""
     if not re.match(ARTIFACT_NAME_PATTERN, name):
         raise UnsafePathError(f"file name {name!r} is not a plain file name")
-    return f"uploads/{owner or 'local'}/{name}"
+    return f"{uploads_folder(owner)}/{name}"
+
+
+def uploads_folder(owner: str) -> str:
+    """The folder of one key's uploads."""
+    return f"uploads/{owner or 'local'}"
+
+
+# An upload is written here first, then moved over its name. Never a caller's name: those
+# start with a letter or digit (ARTIFACT_NAME_PATTERN).
+PARTIAL_UPLOAD_PREFIX = "_partial-"
 
 
 def job_artifact_folder(job_id: object) -> str:

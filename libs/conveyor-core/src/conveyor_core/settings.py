@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=256 * 1024 * 1024, description="Largest file accepted by PUT /v1/files/{name}."
     )
+    max_uploads_per_key: int = Field(
+        default=100, ge=1, description="Most files one key may keep in uploads (PUT /v1/files)."
+    )
+    max_upload_bytes_per_key: int = Field(
+        default=2 * 1024**3,
+        ge=1,
+        description="Most bytes one key's uploads may take together; a replaced file's old "
+        "size does not count.",
+    )
+    upload_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="Uploads not written for this long are deleted by the gateway's "
+        "maintenance loop. 0 keeps them forever.",
+    )
     auth_enabled: bool = Field(
         default=True,
         description="Require an API key (Authorization: Bearer). `make run` turns it off on "

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from conveyor_core.artifacts import ArtifactStore, job_artifact_folder
+from conveyor_core.artifacts import PARTIAL_UPLOAD_PREFIX, ArtifactStore, job_artifact_folder
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
@@ -37,6 +38,7 @@ from conveyor_api.publisher import BrokerUnavailable, JobPublisher
 
 log = logging.getLogger("conveyor.api.maintenance")
 BATCH = 500
+PARTIAL_UPLOAD_MAX_AGE_S = 3600  # longer than any upload takes
 EVENTS_BATCH = 5000  # events deleted per round, so one round never holds a long lock
 
 
@@ -64,6 +66,7 @@ class Maintenance:
                 await self.fail_stale_running()
                 await self.prune_events()
                 await self.prune_jobs()
+                await self.prune_uploads()
             except Exception:  # the store or broker may be down: try again next round
                 log.warning("maintenance round failed", exc_info=True)
 
@@ -224,4 +227,31 @@ class Maintenance:
         log.info(
             "deleted %d job(s) finished more than %.0f s ago", pruned, self.settings.job_retention_s
         )
+        return pruned
+
+    async def prune_uploads(self) -> int:
+        """Delete uploads not written for the upload retention period, and partial uploads
+        (a gateway that died mid-upload) once they are an hour old."""
+        now = utcnow()
+        retention_s = self.settings.upload_retention_s
+        cutoff = now - timedelta(seconds=retention_s) if retention_s else None
+        partial_cutoff = now - timedelta(seconds=PARTIAL_UPLOAD_MAX_AGE_S)
+        expired = [
+            stored.path
+            for stored in await asyncio.to_thread(self.artifacts.files, "uploads")
+            if (cutoff is not None and stored.modified < cutoff)
+            or (
+                posixpath.basename(stored.path).startswith(PARTIAL_UPLOAD_PREFIX)
+                and stored.modified < partial_cutoff
+            )
+        ]
+        pruned = 0
+        for path in expired:
+            try:
+                await asyncio.to_thread(self.artifacts.remove, path)
+                pruned += 1
+            except OSError:
+                log.warning("upload %s: not deleted; retried later", path, exc_info=True)
+        if pruned:
+            log.info("deleted %d upload(s) not written for %.0f s", pruned, retention_s)
         return pruned
