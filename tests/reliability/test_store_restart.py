@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from support.stack import Stack, running_stack
+from conveyor_core.jobs.base import QUEUE_DELIVERY_LIMIT
+from support.proxy import CuttableProxy
+from support.stack import Stack, list_queues, running_stack
 
 
 @pytest.fixture
@@ -59,3 +61,32 @@ def test_jobs_running_through_a_job_store_restart_all_finish(stack: Stack):
         f"outcomes: {states}; attempts: {[job['attempts'] for job in jobs]}"
     )
     assert states == ["succeeded"] * len(ids)
+
+
+def test_a_job_queued_through_a_store_outage_longer_than_the_delivery_limit_runs(tmp_path):
+    """The worker cannot reach the job store for more deliveries than the queue allows.
+
+    Returned with requeue, each delivery counted towards the quorum queue's limit of 20,
+    then RabbitMQ dead-lettered the message and the job sat `queued` forever. Handed back
+    as a fresh message instead, it runs once the store answers again.
+    """
+    proxy = CuttableProxy("127.0.0.1", 5432)
+    try:
+        with running_stack(tmp_path, "postgres", workers=()) as stack:
+            database = stack.env["CONVEYOR_DATABASE_URL"].replace(":5432/", f":{proxy.port}/")
+            proxy.cut()
+            stack.start_worker("cmd", CONVEYOR_DATABASE_URL=database, CONVEYOR_STORE_RETRY_S="0")
+            with stack.client() as client:
+                job = stack.submit(client, "cmd.run", {"command": "echo", "args": ["late"]})
+                log = stack.services["cmd"]
+                deadline = time.monotonic() + 60
+                while log.log().count("handing the job back") <= QUEUE_DELIVERY_LIMIT:
+                    assert time.monotonic() < deadline, log.log()[-3000:]
+                    time.sleep(0.2)
+                dead_letters = list_queues(stack.vhost)["conveyor.cmd.run.dead-letter"]
+                assert dead_letters["messages"] == "0"
+                proxy.restore()
+                done = stack.wait_for(client, job["id"], {"succeeded", "failed"}, timeout=60)
+        assert (done["state"], done["attempts"]) == ("succeeded", 1)
+    finally:
+        proxy.close()

@@ -169,6 +169,10 @@ class _Heartbeat(threading.Thread):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class StoreUnavailable(Exception):
+    """The job store did not answer within CONVEYOR_STORE_RETRY_S: the job was not claimed."""
+
+
 def _retrying(operation: Callable[[], T], budget_s: float) -> T:
     """Run a job store operation, retrying connection errors for up to `budget_s` seconds."""
     deadline = time.monotonic() + budget_s
@@ -207,8 +211,7 @@ class JobRunner:
         try:
             claim = self._claim(store, job_id, worker, redelivered)
         except SQLAlchemyError as error:
-            # Give the message back rather than lose it; another delivery will try again.
-            raise Reject(f"job store unavailable: {error}", requeue=True) from error
+            raise StoreUnavailable(str(error)) from error
         if claim is None:
             log.info(
                 "job %s is %s; nothing to run", job_id, store.current_state(job_id) or "unknown"
@@ -391,6 +394,8 @@ def build_worker_app(
                 worker=task.request.hostname or "unknown",
                 redelivered=bool(delivery.get("redelivered")),
             )
+        except StoreUnavailable as error:
+            _hand_back(task, job_type, job_id, error)
         finally:
             runner.count_job_and_stop_when_done()
 
@@ -411,6 +416,28 @@ def build_worker_app(
             mark_process_dead(pid or os.getpid())
 
     return app
+
+
+def _hand_back(task: Task, job_type: JobType, job_id: str, error: StoreUnavailable) -> None:
+    """Give an unclaimed job's message back while the job store is down, as a new message.
+
+    Rejected with requeue, a message counts a delivery each time, and a store outage
+    longer than the queue's delivery limit allows would dead-letter it: the job would sit
+    `queued` forever. A fresh copy, confirmed by RabbitMQ before this one is acked, starts
+    its count anew; the job runs once the store is back (a duplicate is dropped by the
+    claim). Only if RabbitMQ refuses the copy too is the message rejected.
+    """
+    log.warning("job %s: job store unavailable (%s); handing the job back", job_id, error)
+    try:
+        task.app.send_task(
+            job_type.task_name,
+            kwargs={"job_id": job_id},
+            task_id=job_id,
+            queue=job_type.queue,
+            routing_key=job_type.queue,
+        )
+    except Exception as publish_error:
+        raise Reject(f"job store and broker unavailable: {error}", requeue=True) from publish_error
 
 
 def run_worker(job_type: JobType, implementation: Implementation, short_name: str) -> None:
