@@ -42,6 +42,9 @@ class JobContext:
         self.settings = settings
         self.artifacts = artifacts
         self.cancel_event = threading.Event()
+        # Set when this run could not renew its heartbeat lease: it is stopped like a
+        # cancel, but its outcome is nobody's to record (the job may be another run's now).
+        self.lease_lost = False
         self._progress = 0.0
         self._produced: list[str] = []
         self._cancel_callbacks: list[Callable[[], None]] = []
@@ -109,6 +112,11 @@ class JobContext:
                     self._cancel_callbacks.remove(callback)
 
         return remove
+
+    def lose_lease(self) -> None:
+        """Stop the job: its heartbeat lease expired, so another worker may take it over."""
+        self.lease_lost = True
+        self.request_cancel()
 
     def request_cancel(self) -> None:
         with self._lock:

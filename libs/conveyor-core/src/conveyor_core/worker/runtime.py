@@ -104,6 +104,9 @@ class _Heartbeat(threading.Thread):
         self.store = store
         self.interval = settings.heartbeat_interval_s
         self.grace = settings.cancel_grace_s
+        # The gateway takes a job whose heartbeat was silent stale_job_after_s: a run stops
+        # itself after half of that without a renewal, so two copies never overlap.
+        self.lease_s = settings.stale_job_after_s / 2
         self._changed = threading.Condition()
         self._job: JobContext | None = None
         self._beating = threading.Lock()  # held while a beat of the watched job runs
@@ -130,6 +133,7 @@ class _Heartbeat(threading.Thread):
     def _follow(self, ctx: JobContext) -> None:
         cancel_deadline: float | None = None
         synced_progress = 0.0
+        renewed = time.monotonic()  # the claim was the first renewal
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._job is not ctx, timeout=self.interval)
@@ -146,7 +150,19 @@ class _Heartbeat(threading.Thread):
                     )
                 except Exception:  # the store may be restarting; the next beat retries
                     log.warning("heartbeat for job %s failed", ctx.job_id, exc_info=True)
+                    if cancel_deadline is None and time.monotonic() - renewed > self.lease_s:
+                        log.error(
+                            "job %s: heartbeat lease of %.0f s expired (job store unreachable); "
+                            "stopping it before another worker may take it over",
+                            ctx.job_id,
+                            self.lease_s,
+                        )
+                        ctx.lose_lease()
+                        cancel_deadline = time.monotonic() + self.grace
+                    if cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                        self._kill_unresponsive_job(ctx)
                     continue
+                renewed = time.monotonic()
                 synced_progress = progress
                 if beat.cancel_requested and cancel_deadline is None:
                     log.info("job %s: cancel requested, stopping it", ctx.job_id)
@@ -159,6 +175,8 @@ class _Heartbeat(threading.Thread):
         # The job ignored the cancel (stuck in native code, say). Record the outcome, then
         # end this pool process; the redelivered message finds the job cancelled and is acked.
         log.warning("job %s did not stop within %ss; killing its process", ctx.job_id, self.grace)
+        if ctx.lease_lost:  # the outcome is not this run's to record
+            os.kill(os.getpid(), signal.SIGKILL)
         self.store.finish(
             ctx.job_id,
             JobState.CANCELLED,
@@ -167,6 +185,10 @@ class _Heartbeat(threading.Thread):
             attempt=ctx.attempt,
         )
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class LeaseLost(Exception):
+    """The run stopped because it could not renew its heartbeat lease."""
 
 
 class StoreUnavailable(Exception):
@@ -307,7 +329,10 @@ class JobRunner:
         finally:
             heartbeat.unwatch()
             in_progress.dec()
-            ctx.flush_output()  # the last lines are stored before the final state
+            if not ctx.lease_lost:
+                ctx.flush_output()  # the last lines are stored before the final state
+        if ctx.lease_lost:
+            raise LeaseLost(f"job {job_id}: stopped, its heartbeat lease expired")
         self._count_outcome(state, time.monotonic() - started)
         _retrying(
             lambda: store.finish(
@@ -396,6 +421,10 @@ def build_worker_app(
             )
         except StoreUnavailable as error:
             _hand_back(task, job_type, job_id, error)
+        except LeaseLost as lost:
+            # Its message goes back (a no-op once handed over: the reaper requeues the job
+            # then); a redelivery takes the job over once the store answers again.
+            raise Reject(str(lost), requeue=True) from lost
         finally:
             runner.count_job_and_stop_when_done()
 
