@@ -6,11 +6,12 @@ chart's ConfigMap; keep the three in step.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,14 +22,53 @@ class CatalogCommand(BaseModel):
         description="Absolute path of the program, or a name looked up on PATH."
     )
     max_args: int = Field(default=16, ge=0, description="Most arguments a caller may pass.")
+    arg_pattern: str | None = Field(
+        default=None,
+        description="Regular expression each argument must match in full; none: any "
+        "argument. List the options you allow, never one that names a file.",
+    )
     description: str = ""
 
+    @field_validator("arg_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            re.compile(pattern)
+        return pattern
+
+
+# Each command's arguments, reviewed (Landlock is the guarantee, this is defence in depth;
+# docs/guarantees.md says what holds per command):
+# - echo: coreutils echo has no option that names a file; any text.
+# - sleep: a number with an optional unit.
+# - date: +FORMAT, UTC and output-style switches, --date=STRING without quotes or `=`
+#   (so no TZ="file"). Never -f/--file or -r/--reference, which read or stat a file.
+# - uname: its switches; none takes a value.
+# - sha256sum: no arguments, so it hashes stdin only.
+_DATE_ARGS = (
+    r"\+.*|-u|--utc|--universal|-R|--rfc-email"
+    r"|-I(date|hours|minutes|seconds|ns)?|--iso-8601(=(date|hours|minutes|seconds|ns))?"
+    r"|--rfc-3339=(date|seconds|ns)|--date=[-A-Za-z0-9 :+.,/@]*"
+)
+_UNAME_ARGS = (
+    r"-[asnrvmpio]{1,9}|--(all|kernel-name|nodename|kernel-release|kernel-version"
+    r"|machine|processor|hardware-platform|operating-system)"
+)
 
 DEFAULT_COMMAND_CATALOG: dict[str, CatalogCommand] = {
     "echo": CatalogCommand(executable="echo", description="Print the arguments."),
-    "sleep": CatalogCommand(executable="sleep", max_args=1, description="Wait N seconds."),
-    "date": CatalogCommand(executable="date", max_args=2, description="Print the date."),
-    "uname": CatalogCommand(executable="uname", max_args=2, description="Print system info."),
+    "sleep": CatalogCommand(
+        executable="sleep",
+        max_args=1,
+        arg_pattern=r"[0-9]{1,9}(\.[0-9]{1,9})?[smhd]?",
+        description="Wait N seconds.",
+    ),
+    "date": CatalogCommand(
+        executable="date", max_args=2, arg_pattern=_DATE_ARGS, description="Print the date."
+    ),
+    "uname": CatalogCommand(
+        executable="uname", max_args=2, arg_pattern=_UNAME_ARGS, description="Print system info."
+    ),
     "sha256sum": CatalogCommand(executable="sha256sum", max_args=0, description="Hash stdin."),
 }
 
@@ -240,9 +280,14 @@ class Settings(BaseSettings):
     )
     cmd_max_processes: int = Field(default=64, description="RLIMIT_NPROC of commands.")
     cmd_max_open_files: int = Field(default=256, description="RLIMIT_NOFILE of commands.")
+    cmd_allow_weak_isolation: bool = Field(
+        default=False,
+        description="Run cmd.run even where Landlock or the seccomp filter cannot apply, "
+        "so commands reach more of what the worker's uid can. Off: such jobs fail.",
+    )
     command_catalog: dict[str, CatalogCommand] = Field(
         default_factory=lambda: dict(DEFAULT_COMMAND_CATALOG),
-        description="JSON object: command name -> {executable, max_args}.",
+        description="JSON object: command name -> {executable, max_args, arg_pattern}.",
     )
 
     # --- observability

@@ -6,6 +6,7 @@ fails only when the command may not or cannot run, and is cancelled when asked t
 
 from __future__ import annotations
 
+import os
 import time
 
 from conveyor_core.jobs.base import AdmissionDenied
@@ -13,8 +14,10 @@ from conveyor_core.jobs.cmd import CommandParams, CommandResult, admit_command
 from conveyor_core.settings import Settings
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
 
+from conveyor_worker_cmd.confine import Isolation, make_non_dumpable, probe
 from conveyor_worker_cmd.proctree import become_subreaper
 from conveyor_worker_cmd.sandbox import (
+    Identity,
     Limits,
     Sandbox,
     SandboxError,
@@ -41,6 +44,8 @@ def run(params: CommandParams, ctx: JobContext) -> CommandResult:
         identity = identity_for(settings.cmd_run_as_user)
     except SandboxError as error:
         raise JobFailed(str(error)) from error
+    isolation = _required_isolation(identity, settings)
+    make_non_dumpable()  # before any command exists that could read this process
     become_subreaper()  # so orphans of the command come back to us to be killed and reaped
     ctx.report_progress(START_PROGRESS)
     started = time.monotonic()
@@ -50,6 +55,7 @@ def run(params: CommandParams, ctx: JobContext) -> CommandResult:
                 argv,
                 workdir=workdir,
                 identity=identity,
+                isolation=isolation,
                 limits=limits,
                 stdin=stdin,
                 stop_grace_s=_cancel_grace_s(settings),
@@ -85,6 +91,24 @@ def _admitted_executable(params: CommandParams, settings: Settings) -> str:
     if executable is None:
         raise JobFailed(f"executable {name!r} of command {params.command!r} was not found")
     return executable
+
+
+def isolation_for(identity: Identity | None) -> Isolation:
+    """What confinement applies to commands run as `identity` (None: the worker's uid)."""
+    if identity is None:
+        return probe(os.geteuid(), os.getegid())
+    return probe(identity.uid, identity.gid)
+
+
+def _required_isolation(identity: Identity | None, settings: Settings) -> Isolation:
+    isolation = isolation_for(identity)
+    if not isolation.complete and not settings.cmd_allow_weak_isolation:
+        raise JobFailed(
+            "cmd.run refused: this host cannot isolate commands ("
+            + "; ".join(isolation.gaps())
+            + "). Set CONVEYOR_CMD_ALLOW_WEAK_ISOLATION=true to run them anyway."
+        )
+    return isolation
 
 
 def _limits(params: CommandParams, settings: Settings) -> Limits:

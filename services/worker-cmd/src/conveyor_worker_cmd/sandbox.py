@@ -1,5 +1,6 @@
 """Run one argv locked down: no shell, scrubbed environment, private directory, an
-unprivileged user, resource limits, its own session, and nothing left behind afterwards."""
+unprivileged user, Landlock and seccomp (confine.py), resource limits, its own session
+and user namespace, and nothing left behind afterwards."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
+from conveyor_worker_cmd.confine import Confinement, Isolation
 from conveyor_worker_cmd.proctree import PR_SET_PDEATHSIG, ProcessTree, prctl
 from conveyor_worker_cmd.streams import LineHandler, StreamPump
 
@@ -53,7 +55,8 @@ class Identity:
 
 def identity_for(user: str) -> Identity | None:
     """`user`'s identity when the worker is root (it must not lend root out); None means
-    the worker is unprivileged and the command runs as the worker's own user."""
+    the worker is unprivileged and the command runs as the worker's own user, kept from
+    the worker's files and processes by its confinement (confine.py), not by the uid."""
     if os.geteuid() != 0:
         return None
     try:
@@ -131,15 +134,19 @@ def child_environment(workdir: str) -> dict[str, str]:
     return {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
 
 
-def _child_setup(rlimits: RlimitSettings, parent_pid: int) -> Callable[[], None]:
+def _child_setup(
+    rlimits: RlimitSettings, parent_pid: int, confinement: Confinement
+) -> Callable[[], None]:
     def setup() -> None:
         # Runs in the forked child after setuid and before exec: keep it to plain syscalls.
+        confinement.apply_before_limits()
         for res, limits in rlimits:
             resource.setrlimit(res, limits)
         # Die with the worker's pool process instead of running on unsupervised.
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent_pid:  # the parent died before the line above took effect
             os._exit(1)
+        confinement.apply_last()
 
     return setup
 
@@ -161,6 +168,7 @@ class Sandbox:
         *,
         workdir: str,
         identity: Identity | None,
+        isolation: Isolation,
         limits: Limits,
         stdin: bytes | None,
         stop_grace_s: float,
@@ -170,7 +178,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._kill_at: float | None = None
         self._closed = False
-        self._proc = _spawn(argv, workdir, identity, limits, stdin is not None)
+        self._proc = _start(argv, workdir, identity, isolation, limits, stdin is not None)
         self._tree = ProcessTree(self._proc.pid, identity.uid if identity else None)
         assert self._proc.stdout is not None
         assert self._proc.stderr is not None
@@ -266,8 +274,33 @@ class Sandbox:
             self._tree.kill()
 
 
+def _start(
+    argv: list[str],
+    workdir: str,
+    identity: Identity | None,
+    isolation: Isolation,
+    limits: Limits,
+    with_stdin: bool,
+) -> subprocess.Popen[bytes]:
+    """Build the confinement here in the worker, so the forked child only makes syscalls."""
+    uid, gid = (identity.uid, identity.gid) if identity else (os.geteuid(), os.getegid())
+    try:
+        confinement = Confinement(isolation, workdir, argv[0], uid, gid)
+    except OSError as error:
+        raise SandboxError(f"could not prepare the sandbox: {error}") from error
+    try:
+        return _spawn(argv, workdir, identity, limits, with_stdin, confinement)
+    finally:
+        confinement.close()  # the child had its own copy of the ruleset fd until exec
+
+
 def _spawn(
-    argv: list[str], workdir: str, identity: Identity | None, limits: Limits, with_stdin: bool
+    argv: list[str],
+    workdir: str,
+    identity: Identity | None,
+    limits: Limits,
+    with_stdin: bool,
+    confinement: Confinement,
 ) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
@@ -284,7 +317,7 @@ def _spawn(
             umask=0o077,
             start_new_session=True,  # its own session and process group: killable as a whole
             close_fds=True,
-            preexec_fn=_child_setup(limits.rlimits(), os.getpid()),
+            preexec_fn=_child_setup(limits.rlimits(), os.getpid(), confinement),
         )
     except (OSError, subprocess.SubprocessError) as error:
         raise SandboxError(f"could not start {argv[0]}: {error}") from error

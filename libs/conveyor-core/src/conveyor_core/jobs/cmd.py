@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, Field, field_validator
 
 from conveyor_core.jobs.base import AdmissionDenied, JobType, StrictModel
@@ -62,12 +64,24 @@ def admit_command(params: CommandParams, settings: Settings) -> None:
         raise CommandNotAllowed(
             f"command {params.command!r} takes at most {entry.max_args} arguments"
         )
+    if entry.arg_pattern is not None:
+        _admit_args(params, entry.arg_pattern)
     if params.timeout_s > settings.cmd_max_timeout_s:
         raise CommandNotAllowed(
             f"timeout_s {params.timeout_s} exceeds the limit of {settings.cmd_max_timeout_s} s"
         )
     if params.stdin is not None and len(params.stdin.encode()) > settings.cmd_max_stdin_bytes:
         raise CommandNotAllowed(f"stdin exceeds the limit of {settings.cmd_max_stdin_bytes} bytes")
+
+
+def _admit_args(params: CommandParams, pattern: str) -> None:
+    # Whole-argument matches only: "-uf" must not pass because "-u" does.
+    allowed = re.compile(f"(?:{pattern})")
+    for index, arg in enumerate(params.args):
+        if allowed.fullmatch(arg) is None:
+            raise CommandNotAllowed(
+                f"args[{index}] {arg!r} is not an argument command {params.command!r} accepts"
+            )
 
 
 CMD_RUN = JobType(
