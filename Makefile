@@ -5,6 +5,8 @@ UV_VERSION := 0.13.9
 # uv from PATH, else a private copy in .tools/uv (pip --target: allowed where PEP 668 marks
 # the system Python externally managed, as on stock Debian and Ubuntu).
 UV_HOME := .tools/uv
+# On the recipes' PATH too: tests and tools call `uv`/`uvx` by name.
+export PATH := $(CURDIR)/$(UV_HOME)/bin:$(PATH)
 UV ?= $(shell command -v uv 2>/dev/null || echo $(UV_HOME)/bin/uv)
 PYTEST_ARGS ?=
 

@@ -25,7 +25,7 @@ SERVICE_ONLY = {
 
 def locked_closure(*extra: str) -> set[str]:
     """Names of the third-party packages a conveyor-client install gets, from uv.lock."""
-    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")  # as the Makefile
+    uv = shutil.which("uv") or str(REPO / ".tools" / "uv" / "bin" / "uv")  # as the Makefile
     command = [uv, "export", "--frozen", "--package", "conveyor-client", "--no-dev"]
     command += ["--no-hashes", "--no-emit-workspace", "--quiet", *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
