@@ -11,7 +11,9 @@ class CuttableProxy:
     """Forwards a local port to a target; `cut()` drops all connections, refuses new ones.
 
     `hold_replies()` keeps the connections open but holds back what the target sends
-    (a broker whose confirms are late) until `release_replies()`.
+    (a broker whose confirms are late) until `release_replies()`. `half_open()` closes the
+    target's side only: the target sees the connection end at once, the client sees
+    silence, as after a network partition, until its own heartbeats tell it.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -22,6 +24,8 @@ class CuttableProxy:
         self._replies = threading.Event()
         self._replies.set()
         self._sockets: list[socket.socket] = []
+        self._upstreams: list[socket.socket] = []
+        self._silenced: set[socket.socket] = set()  # client sockets left open, unanswered
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -38,6 +42,13 @@ class CuttableProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._sockets.clear()
+
+    def half_open(self) -> None:
+        with self._lock:
+            self._silenced.update(sock for sock in self._sockets if sock not in self._upstreams)
+            for upstream in self._upstreams:
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_RDWR)
 
     def hold_replies(self) -> None:
         self._replies.clear()
@@ -67,16 +78,22 @@ class CuttableProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
+                self._upstreams.append(upstream)
             for source, sink, gate in ((client, upstream, None), (upstream, client, self._replies)):
                 threading.Thread(target=self._pump, args=(source, sink, gate), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, gate: threading.Event | None) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, gate: threading.Event | None
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 if gate is not None:
                     gate.wait()
+                if sink in self._silenced:
+                    continue
                 sink.sendall(data)
         for sock in (source, sink):
+            if sock in self._silenced:
+                continue  # half open: the client hears nothing, not even the end
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

@@ -64,7 +64,7 @@ def create_celery_app(settings: Settings, job_types: Iterable[JobType]) -> Celer
         broker_url=settings.broker_url.get_secret_value(),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_heartbeat=30,
+        broker_heartbeat=settings.broker_heartbeat_s,
         broker_transport_options={"confirm_publish": True},
         result_backend=None,
         task_ignore_result=True,

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672//"),
         description="RabbitMQ AMQP URL.",
     )
+    broker_heartbeat_s: int = Field(
+        default=30,
+        ge=2,
+        description="AMQP heartbeat of the workers' broker connection: a worker cut off from "
+        "RabbitMQ notices within about twice this, and stops the job the broker redelivered.",
+    )
     database_url: SecretStr = Field(
         default=SecretStr("sqlite:///var/conveyor.db"),
         description="Job store URL: sqlite:///path or postgresql+psycopg://user:pw@host/db.",

@@ -282,15 +282,27 @@ class JobRunner:
         """How long a running job's heartbeat must be silent before a redelivery takes it."""
         return 3 * self.settings.heartbeat_interval_s
 
+    @property
+    def takeover_wait_s(self) -> float:
+        """How long a redelivery waits for the previous run's heartbeat to go silent."""
+        # Celery's check finds a dead connection after two missed heartbeats, and runs
+        # every half heartbeat (seen here: 3.5 heartbeats); four is the bound.
+        noticed_s = 4 * self.settings.broker_heartbeat_s
+        return max(noticed_s, self.takeover_after_s) + 2 * self.settings.heartbeat_interval_s
+
     def _claim(
         self, store: WorkerJobStore, job_id: uuid.UUID, worker: str, redelivered: bool
     ) -> Claim | None:
         if not redelivered:
             return _retrying(lambda: store.claim(job_id, worker), self.settings.store_retry_s)
-        # The message's previous holder was lost, but its job may still look alive for a few
-        # heartbeats (or really be alive, run by another delivery): wait until we know.
+        # The message's previous holder was lost, but its job may still look alive: for a few
+        # heartbeats, or for as long as that worker takes to notice it lost RabbitMQ (a
+        # one-sided disconnect: the broker redelivered at once, the worker learns from its
+        # AMQP heartbeats, then stops the job). Or really be alive, run by another
+        # delivery. Wait until we know, so that a lost run is taken over, not left to the
+        # reaper to fail.
         interval = self.settings.heartbeat_interval_s
-        deadline = time.monotonic() + self.takeover_after_s + 2 * interval
+        deadline = time.monotonic() + self.takeover_wait_s
         while True:
             claim = _retrying(
                 lambda: store.claim(job_id, worker, self.takeover_after_s),
