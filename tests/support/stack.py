@@ -156,8 +156,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    break
+                ready = httpx.get(f"{self.base_url}/readyz", timeout=2)
+                if ready.status_code == 200 and ready.json()["status"] == "ok":
+                    break  # the job store answers and RabbitMQ is connected
             self._fail_if_exited()
             time.sleep(0.2)
         else:

@@ -86,7 +86,10 @@ class Problem(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    """`ok`; `degraded`: it serves, but RabbitMQ is unreachable, so submissions get 503;
+    `unavailable`: the job store does not answer, so it serves nothing."""
+
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
 
 

@@ -19,7 +19,14 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to accept jobs: RabbitMQ connected and the job store answering."""
+    """Whether this process can serve: 200 while the job store answers.
+
+    RabbitMQ being unreachable does not make it unready: job status, listing, events,
+    artifacts and the console still work, and only submissions get 503. Taking every
+    replica out of the Service for it would fail all of those at the ingress too. The
+    broker's state is in `checks` (status `degraded`), in `conveyor_api_broker_connected`
+    and in its alert.
+    """
     checks = {"broker": "ok", "job_store": "ok"}
     if not request.app.state.publisher.is_connected:
         checks["broker"] = "unreachable"
@@ -28,6 +35,10 @@ async def readyz(request: Request) -> JSONResponse:
             await connection.execute(text("SELECT 1"))
     except Exception as error:
         checks["job_store"] = f"unreachable: {type(error).__name__}"
-    ready = all(value == "ok" for value in checks.values())
-    body = Health(status="ok" if ready else "unavailable", checks=checks)
-    return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())
+    if checks["job_store"] != "ok":
+        status = "unavailable"
+    else:
+        status = "ok" if checks["broker"] == "ok" else "degraded"
+    body = Health(status=status, checks=checks)
+    code = 503 if status == "unavailable" else 200
+    return JSONResponse(status_code=code, content=body.model_dump())
