@@ -118,5 +118,5 @@ def test_health_checks_keep_answering_while_hostile_bodies_arrive(stack: Stack, 
         prober.join()
     assert sorted({answer.status_code for answer in answers}) == [401, 422]
     assert len(latencies) > 5
-    # A kubelet's liveness probe times out after 1 s by default; the review's bodies took 5.
-    assert max(latencies) < 0.5, latencies
+    # A kubelet's probe times out after 1 s by default; each of these bodies took seconds.
+    assert max(latencies) < 1.0, latencies
