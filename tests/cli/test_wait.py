@@ -133,3 +133,16 @@ def test_logs_follow_as_json_lines(cli: Cli):
     assert [(line["stream"], line["line"]) for line in output] == [("stdout", "hello")]
     ids = [event["id"] for event in events]
     assert ids == sorted(ids) and len(ids) == len(set(ids))
+
+
+def test_wait_exits_1_when_the_command_exits_non_zero(cli: Cli):
+    result = cli.run(
+        "submit", "cmd.run", "-p", "command=date", "-p", 'args=["--date=garbage"]',
+        "--wait", "--output", "json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    job = json.loads(result.stdout)
+    assert job["state"] == "failed"
+    assert job["error"] == "the command exited with code 1"
+    assert job["result"]["exit_code"] == 1  # kept: what the command said
+    assert "invalid date" in job["result"]["stderr"]

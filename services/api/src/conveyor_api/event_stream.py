@@ -49,11 +49,9 @@ def snapshot(job: Job | JobRow) -> ServerSentEvent:
 def state_payload(
     state: JobState, attempts: int, error: str | None, result: Any, at: datetime
 ) -> str:
-    succeeded = state is JobState.SUCCEEDED
-    event = StateEvent(
-        state=state, attempts=attempts, error=error, result=result if succeeded else None, at=at
-    )
-    return event.model_dump_json(exclude=None if succeeded else {"result"})
+    # A failed job may keep its result too (a command's exit code and output).
+    event = StateEvent(state=state, attempts=attempts, error=error, result=result, at=at)
+    return event.model_dump_json(exclude=None if result is not None else {"result"})
 
 
 async def _ring_on(shutdown: anyio.Event, subscription: Subscription) -> None:

@@ -80,6 +80,9 @@ class JobType:
     soft_time_limit_s: int
     time_limit_s: int
     admit: Callable[[Any, Settings], None] | None = field(default=None, compare=False)
+    # Why a result the job returned still means the job failed (a command's non-zero
+    # exit), or None: the job then ends `failed` with its result kept.
+    failure: Callable[[Any, Any], str | None] | None = field(default=None, compare=False)
 
     @property
     def task_name(self) -> str:
@@ -99,6 +102,10 @@ class JobType:
 
     def parse_params(self, raw: Any) -> Any:
         return self.params_adapter.validate_python(raw)
+
+    def failure_of(self, params: Any, result: BaseModel) -> str | None:
+        """Why `result` means the job failed, or None if it succeeded."""
+        return None if self.failure is None else self.failure(params, result)
 
     def check_admission(self, params: Any, settings: Settings) -> None:
         """Raise AdmissionDenied when policy refuses these (already valid) params."""

@@ -27,6 +27,13 @@ class CommandParams(StrictModel):
         description="Wall-clock limit; capped by CONVEYOR_CMD_MAX_TIMEOUT_S.",
     )
     stdin: str | None = Field(default=None, description="Text fed to the command's stdin.")
+    ok_exit_codes: list[int] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=256,
+        description="Exit codes that mean success. Any other, or a timeout, ends the job "
+        "`failed`, with its result (exit code, output) kept.",
+    )
 
     @field_validator("args")
     @classmethod
@@ -40,6 +47,11 @@ class CommandParams(StrictModel):
 
 
 class CommandResult(BaseModel):
+    """How the command ended. The job is `succeeded` only when the exit code is one of
+    `ok_exit_codes` (default `[0]`) and the command did not time out; otherwise it is
+    `failed`, its `error` says why, and this result is kept, as CI systems and Kubernetes
+    Jobs do. A negative exit code is the signal that killed the command."""
+
     exit_code: int
     stdout: str
     stderr: str
@@ -84,6 +96,17 @@ def _admit_args(params: CommandParams, pattern: str) -> None:
             )
 
 
+def command_failure(params: CommandParams, result: CommandResult) -> str | None:
+    """Why the command's outcome is a failed job, or None."""
+    if result.timed_out:
+        return f"the command timed out after {params.timeout_s} s and was stopped"
+    if result.exit_code in params.ok_exit_codes:
+        return None
+    if result.exit_code < 0:
+        return f"the command was killed by signal {-result.exit_code}"
+    return f"the command exited with code {result.exit_code}"
+
+
 CMD_RUN = JobType(
     name="cmd.run",
     params=CommandParams,
@@ -93,4 +116,5 @@ CMD_RUN = JobType(
     soft_time_limit_s=86_400,
     time_limit_s=86_400 + 60,
     admit=admit_command,
+    failure=command_failure,
 )

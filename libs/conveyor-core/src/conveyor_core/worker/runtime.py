@@ -326,9 +326,10 @@ class JobRunner:
         in_progress = metrics.JOBS_IN_PROGRESS.labels(self.job_type.name)
         in_progress.inc()
         try:
-            output = self.implementation(params, ctx)
-            result = self.job_type.result.model_validate(output).model_dump(mode="json")
-            state = JobState.SUCCEEDED
+            output = self.job_type.result.model_validate(self.implementation(params, ctx))
+            result = output.model_dump(mode="json")
+            error = self.job_type.failure_of(params, output)
+            state = JobState.SUCCEEDED if error is None else JobState.FAILED
         except JobCancelled:
             state, error = JobState.CANCELLED, "cancelled by request"
         except SoftTimeLimitExceeded:
