@@ -241,6 +241,8 @@ URLS = [
     "secrets.brokerUrl=amqp://u:p@rabbitmq:5672/%2F",
     "secrets.databaseUrl=postgresql+psycopg://u:p@postgres:5432/conveyor",
     "secrets.rabbitmqManagementUrl=http://u:p@rabbitmq:15672/%2F",
+    # not a URL, but required as well: the chart does not guess a storage class
+    "artifacts.persistence.storageClass=efs-sc",
 ]
 
 

@@ -24,8 +24,10 @@ from chart_support import REPO, by_kind, helm, in_ci, render, validate
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "tests"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
+# Connections and shared storage: what every render needs.
+REQUIRED = ["secrets.existingSecret=conveyor", "artifacts.url=s3://unused"]
 ENABLED = [
-    "secrets.existingSecret=conveyor",
+    *REQUIRED,
     "metrics.prometheusRule.enabled=true",
     "metrics.grafanaDashboards.enabled=true",
 ]
@@ -61,6 +63,8 @@ def rendered_rules_text() -> str:
         "metrics.prometheusRule.enabled=true",
         "--set",
         "secrets.existingSecret=unused",
+        "--set",
+        "artifacts.url=s3://unused",
         "--show-only",
         "templates/monitoring/prometheusrule.yaml",
     )
@@ -87,7 +91,7 @@ def test_dashboards_are_what_the_generator_writes():
 
 
 def test_monitoring_objects_are_off_by_default():
-    objects = render(sets=["secrets.existingSecret=conveyor"])
+    objects = render(sets=REQUIRED)
     assert not by_kind(objects, "PrometheusRule")
     assert not [o for o in by_kind(objects, "ConfigMap") if "dashboard" in o["metadata"]["name"]]
 

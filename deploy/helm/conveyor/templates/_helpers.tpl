@@ -171,15 +171,17 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
+{{/*
+Pod annotations: config checksums, then the chart's own (.defaults), then the global and the
+component's podAnnotations, merged so that a user's key replaces the chart's, never repeats it.
+Call with (dict "root" $ "component" .Values.api "defaults" (dict ...)).
+*/}}
 {{- define "conveyor.podAnnotations" -}}
-checksum/config: {{ include (print .root.Template.BasePath "/config/configmap.yaml") .root | sha256sum }}
-checksum/secret: {{ include (print .root.Template.BasePath "/config/secret.yaml") .root | sha256sum }}
-{{- with .root.Values.podAnnotations }}
-{{ toYaml . }}
-{{- end }}
-{{- with .component.podAnnotations }}
-{{ toYaml . }}
-{{- end }}
+{{- $annotations := dict
+  "checksum/config" (include (print .root.Template.BasePath "/config/configmap.yaml") .root | sha256sum)
+  "checksum/secret" (include (print .root.Template.BasePath "/config/secret.yaml") .root | sha256sum) }}
+{{- $annotations = mergeOverwrite $annotations (.defaults | default dict) (.root.Values.podAnnotations | default dict) (.component.podAnnotations | default dict) }}
+{{- toYaml $annotations }}
 {{- end }}
 
 {{/* Worker derived values. Call with (dict "root" $ "name" "ml" "worker" $worker). */}}
@@ -213,4 +215,47 @@ checksum/secret: {{ include (print .root.Template.BasePath "/config/secret.yaml"
 
 {{- define "conveyor.worker.scaledJob" -}}
 {{- if and .worker.keda.enabled (eq .worker.keda.kind "ScaledJob") }}true{{- end }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity ("2304Mi", "2.5Gi", "3G", "500m", 4) as a number of base units
+(bytes, cores), a float. Helm has no parser of its own; this one fails on what it cannot read.
+*/}}
+{{- define "conveyor.quantity" -}}
+{{- $q := toString . | trim }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $suffix := trimPrefix $number $q }}
+{{- $units := dict "" 1.0 "m" 0.001 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 }}
+{{- if or (not $number) (not (hasKey $units $suffix)) }}
+{{- fail (printf "cannot read the Kubernetes quantity %q: write a number with an optional suffix (m, k, M, G, T, Ki, Mi, Gi, Ti), e.g. 2304Mi or 500m." $q) }}
+{{- end }}
+{{- mulf (float64 $number) (get $units $suffix) }}
+{{- end }}
+
+{{/*
+A setting the chart checks against other values: config.<key>, else the application's
+default (conveyor_core.settings.Settings; tests/deploy pins each one to it).
+Call with (dict "root" $ "key" "max_upload_bytes").
+*/}}
+{{- define "conveyor.setting" -}}
+{{- $defaults := dict "max_upload_bytes" 268435456 "cmd_max_memory_bytes" 536870912 "cmd_max_timeout_s" 3600 }}
+{{- $value := index .root.Values.config .key }}
+{{- if kindIs "invalid" $value }}{{ $value = get $defaults .key }}{{ end }}
+{{- int64 $value }}
+{{- end }}
+
+{{/*
+Threads of the numeric libraries (BLAS/OpenMP, Polars) per pool process: workers.<name>.threads,
+else the container's CPU limit (its request without one) shared by the pool processes,
+rounded up, at least 1. Unset, they start one thread per node core, in every process.
+*/}}
+{{- define "conveyor.worker.threads" -}}
+{{- $w := .worker }}
+{{- if not (kindIs "invalid" $w.threads) }}
+{{- int $w.threads }}
+{{- else }}
+{{- $cpu := dig "limits" "cpu" (dig "requests" "cpu" "1" ($w.resources | default dict)) ($w.resources | default dict) }}
+{{- $cores := include "conveyor.quantity" $cpu | float64 }}
+{{- max 1 (ceil (divf $cores (int $w.concurrency)) | int) }}
+{{- end }}
 {{- end }}

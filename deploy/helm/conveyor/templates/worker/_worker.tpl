@@ -6,7 +6,14 @@ Job KEDA creates per message. Call with (dict "root" $ "name" "ml" "worker" $wor
 {{- $root := .root }}
 {{- $w := .worker }}
 {{- $component := printf "worker-%s" .name }}
-{{- $scaledJob := include "conveyor.worker.scaledJob" . -}}
+{{- $scaledJob := include "conveyor.worker.scaledJob" . }}
+{{- $annotations := dict }}
+{{- if not $w.safeToEvict }}
+{{- /* A node scale-down would evict a running job, which then starts over elsewhere. */}}
+{{- $_ := set $annotations "cluster-autoscaler.kubernetes.io/safe-to-evict" "false" }}
+{{- $_ := set $annotations "karpenter.sh/do-not-disrupt" "true" }}
+{{- end }}
+{{- $threads := include "conveyor.worker.threads" . -}}
 metadata:
   labels:
     {{- include "conveyor.labels" (dict "root" $root "component" $component) | nindent 4 }}
@@ -15,7 +22,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   annotations:
-    {{- include "conveyor.podAnnotations" (dict "root" $root "component" $w) | nindent 4 }}
+    {{- include "conveyor.podAnnotations" (dict "root" $root "component" $w "defaults" $annotations) | nindent 4 }}
 spec:
   serviceAccountName: {{ include "conveyor.serviceAccountName" $root }}
   automountServiceAccountToken: false
@@ -53,6 +60,11 @@ spec:
           value: "0.0.0.0"
         - name: CONVEYOR_METRICS_PORT
           value: {{ $w.metricsPort | quote }}
+        # Numeric libraries otherwise start a thread per node core in every pool process.
+        {{- range list "OMP_NUM_THREADS" "OPENBLAS_NUM_THREADS" "MKL_NUM_THREADS" "POLARS_MAX_THREADS" }}
+        - name: {{ . }}
+          value: {{ $threads | quote }}
+        {{- end }}
         {{- if $scaledJob }}
         # One job per pod: the worker exits after its first job and the Job completes.
         - name: CONVEYOR_WORKER_MAX_JOBS

@@ -28,7 +28,7 @@ class CommandParams(StrictModel):
     )
     stdin: str | None = Field(default=None, description="Text fed to the command's stdin.")
     ok_exit_codes: list[int] = Field(
-        default_factory=lambda: [0],
+        default=[0],
         min_length=1,
         max_length=256,
         description="Exit codes that mean success. Any other, or a timeout, ends the job "
