@@ -341,3 +341,20 @@ def test_artifact_names_cannot_traverse(stack: Stack, client: httpx.Client):
 def test_oversized_body_is_refused(client: httpx.Client):
     huge = {"type": "cmd.run", "params": {"command": "echo", "args": ["x" * 4000] * 3000}}
     assert client.post("/v1/jobs", json=huge).status_code == 413
+
+
+def test_a_typo_in_a_discriminating_field_names_the_field_its_values_and_the_typo(
+    client: httpx.Client,
+):
+    typo = {"type": "ml.train", "params": {"dataset": "iris", "modle": "logistic_regression"}}
+    response = client.post("/v1/jobs", json=typo)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "ml.train", "params", "model"]
+    assert error["msg"] == (
+        "Field required: `model`, one of gradient_boosting, logistic_regression, "
+        "random_forest; unknown field(s): modle"
+    )
+    no_type = client.post("/v1/jobs", json={"typ": "ml.train", "params": {}}).json()["detail"]
+    assert no_type[0]["loc"] == ["body", "type"]
+    assert "one of cmd.run, data.transform, ml.train; unknown field(s): typ" in no_type[0]["msg"]

@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any
 
-from conveyor_core.jobs import AdmissionDenied
+from conveyor_core.jobs import JOB_TYPES, AdmissionDenied
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -46,13 +46,41 @@ def _short_input(value: Any, depth: int = 0) -> Any:
 
 
 def validation_errors(error: RequestValidationError) -> list[dict[str, Any]]:
-    """The errors as FastAPI reports them, with each refused input shortened."""
+    """The errors as FastAPI reports them, with each refused input shortened and a missing
+    discriminator (`type`, ml.train's `model`) explained."""
     errors = []
     for item in error.errors():
+        if item.get("type") == "union_tag_not_found":
+            item = _missing_tag(item)
         if "input" in item:
             item = {**item, "input": _short_input(item["input"])}
         errors.append(item)
     return errors
+
+
+def _missing_tag(item: dict[str, Any]) -> dict[str, Any]:
+    """pydantic says "Unable to extract tag using discriminator 'model'": name the field,
+    its allowed values and the fields the caller sent that no variant has (the typo)."""
+    loc = tuple(item["loc"])
+    job_type = next((JOB_TYPES[part] for part in loc if part in JOB_TYPES), None)
+    if job_type is None:  # the submission's own `type`
+        field, allowed, known = "type", sorted(JOB_TYPES), {"type", "params"}
+    else:
+        schema = job_type.params_adapter.json_schema()
+        discriminator = schema.get("discriminator", {})
+        field = discriminator.get("propertyName", "")
+        allowed = sorted(discriminator.get("mapping", {}))
+        known = {
+            name
+            for definition in schema.get("$defs", {}).values()
+            for name in definition.get("properties", {})
+        }
+    sent = item.get("input")
+    unknown = sorted(key for key in sent if key not in known) if isinstance(sent, dict) else []
+    msg = f"Field required: `{field}`, one of {', '.join(allowed)}"
+    if unknown:
+        msg += f"; unknown field(s): {', '.join(unknown)}"
+    return {**item, "type": "missing", "loc": (*loc, field), "msg": msg}
 
 
 def _count_rejection(request: Request, reason: str) -> None:
