@@ -10,7 +10,8 @@ from conveyor_core.store.engine import make_sync_engine
 from conveyor_core.store.migrate import upgrade_to_head
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from conveyor_api.keys import KeyAdminError, create_key, list_keys, revoke_key
 
@@ -97,4 +98,21 @@ def revoke(name: str = typer.Argument(help="Name of the key to revoke.")) -> Non
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except OperationalError as error:  # raised before anything was served or written
+        url = make_url(get_settings().database_url.get_secret_value())
+        typer.echo(f"conveyor-api: {_unreachable_store(url, error)}", err=True)
+        raise SystemExit(1) from None
+
+
+def _unreachable_store(url: URL, error: OperationalError) -> str:
+    """One line that names the job store and says what to do, instead of a traceback."""
+    where = url.render_as_string(hide_password=True)
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+    if "does not exist" in reason and url.database:
+        create = (
+            f"createdb -h {url.host or '127.0.0.1'} -U {url.username or 'postgres'} {url.database}"
+        )
+        return f"the job store {where} does not exist ({reason}); create it: {create}"
+    return f"cannot open the job store {where}: {reason} (CONVEYOR_DATABASE_URL)"
