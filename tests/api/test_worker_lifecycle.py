@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -68,3 +69,13 @@ def test_one_job_mode_runs_one_job_then_exits(stack: Stack):
         time.sleep(0.5)
         # The second job was not taken: it waits, queued, for the next pod.
         assert client.get(f"/v1/jobs/{second['id']}").json()["state"] == "queued"
+
+
+def test_a_root_worker_says_so_once_without_celerys_warnings(stack: Stack):
+    if os.geteuid() != 0:
+        pytest.skip("only a worker started as root warns")
+    stack.start_worker("data", "data-as-root")
+    stack.wait_for_log("data-as-root", "ready.", timeout=60)
+    log = stack.services["data-as-root"].log()
+    assert "SecurityWarning" not in log
+    assert log.count("running as root (the chart and images run workers as uid 10001)") == 1

@@ -14,13 +14,14 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, signals
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SecurityWarning
 from prometheus_client.multiprocess import mark_process_dead
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
@@ -486,6 +487,15 @@ def run_worker(job_type: JobType, implementation: Implementation, short_name: st
     """Entry point of a worker service: consume only this job type's queue."""
     settings = get_settings()
     configure_logging(settings.log_level)
+    if os.geteuid() == 0:
+        # Celery warns of a root worker three times on every start; say it once, and what
+        # holds: the chart and images never run one, and commands never run as root.
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+        log.warning(
+            "running as root (the chart and images run workers as uid 10001); messages "
+            "are JSON only, never pickle, and cmd.run commands run as %r",
+            settings.cmd_run_as_user,
+        )
     if settings.metrics_port:
         enable_multiprocess(Path(tempfile.mkdtemp(prefix=f"conveyor-metrics-{short_name}-")))
         start_probe_server(settings.metrics_host, settings.metrics_port)
