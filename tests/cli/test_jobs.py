@@ -196,6 +196,12 @@ def test_types_lists_every_job_type_with_its_params_schema(cli: Cli):
     row = next(line for line in detail.stdout.splitlines() if line.strip().startswith("args"))
     assert "list[str]" in row
     assert "timeout_s" in detail.stdout and "1..86400" in detail.stdout
+    # The catalog, so a user finds the allowed commands before a 403 tells them.
+    assert "commands this gateway allows" in detail.stdout
+    sleep = next(line for line in detail.stdout.splitlines() if line.strip().startswith("sleep"))
+    assert sleep.split()[1] == "1" and "[0-9]{1,9}" in sleep
+    catalog = next(t for t in types if t["name"] == "cmd.run")["policy"]["commands"]
+    assert catalog["sha256sum"]["max_args"] == 0 and "python" in catalog  # this stack's own
 
     unknown = cli.run("types", "nope.nope")
     assert unknown.returncode == 4 and "ml.train" in unknown.stderr

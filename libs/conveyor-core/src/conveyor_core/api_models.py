@@ -58,6 +58,11 @@ class JobTypeInfo(BaseModel):
     queue: str
     params_schema: dict[str, Any]
     example: dict[str, Any]
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What this deployment allows beyond the schema: for cmd.run, its command "
+        "catalog (each command's argument limit and accepted arguments).",
+    )
 
 
 class FileStored(BaseModel):

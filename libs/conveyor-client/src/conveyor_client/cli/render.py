@@ -133,6 +133,15 @@ def type_detail(info: JobTypeInfo) -> RenderableType:
             # Text, not markup: `list[str]` is not a style tag.
             table.add_row(*(Text(cell) for cell in (*cells, param.description)))
         parts += [Text(""), table]
+    commands = info.policy.get("commands")
+    if commands:
+        table = Table(box=None, header_style="bold", title="commands this gateway allows")
+        for column in ("COMMAND", "MAX ARGS", "ARGUMENTS", "DESCRIPTION"):
+            table.add_column(column, overflow="fold")
+        for name, command in commands.items():
+            cells = (name, str(command["max_args"]), command["arguments"], command["description"])
+            table.add_row(*(Text(cell) for cell in cells))
+        parts += [Text(""), table]
     parts += [Text(""), Text("example params:", style="bold"), JSON.from_data(info.example)]
     return Group(*parts)
 

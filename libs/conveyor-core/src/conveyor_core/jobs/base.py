@@ -83,6 +83,9 @@ class JobType:
     # Why a result the job returned still means the job failed (a command's non-zero
     # exit), or None: the job then ends `failed` with its result kept.
     failure: Callable[[Any, Any], str | None] | None = field(default=None, compare=False)
+    # What this deployment allows beyond the params schema (cmd.run: its command catalog),
+    # for callers to read before they are refused.
+    policy: Callable[[Settings], dict[str, Any]] | None = field(default=None, compare=False)
 
     @property
     def task_name(self) -> str:
@@ -102,6 +105,9 @@ class JobType:
 
     def parse_params(self, raw: Any) -> Any:
         return self.params_adapter.validate_python(raw)
+
+    def policy_of(self, settings: Settings) -> dict[str, Any]:
+        return {} if self.policy is None else self.policy(settings)
 
     def failure_of(self, params: Any, result: BaseModel) -> str | None:
         """Why `result` means the job failed, or None if it succeeded."""

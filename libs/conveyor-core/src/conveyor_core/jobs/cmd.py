@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -107,6 +108,20 @@ def command_failure(params: CommandParams, result: CommandResult) -> str | None:
     return f"the command exited with code {result.exit_code}"
 
 
+def catalog_policy(settings: Settings) -> dict[str, Any]:
+    """The command catalog as callers see it: what each command takes."""
+    return {
+        "commands": {
+            name: {
+                "max_args": entry.max_args,
+                "arguments": entry.arg_pattern or "any",
+                "description": entry.description,
+            }
+            for name, entry in sorted(settings.command_catalog.items())
+        }
+    }
+
+
 CMD_RUN = JobType(
     name="cmd.run",
     params=CommandParams,
@@ -117,4 +132,5 @@ CMD_RUN = JobType(
     time_limit_s=86_400 + 60,
     admit=admit_command,
     failure=command_failure,
+    policy=catalog_policy,
 )

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel
 
 from conveyor_api.auth import Principal, PrincipalDep
-from conveyor_api.deps import ArtifactsDep, JobsDep, app_settings, job_service
+from conveyor_api.deps import ArtifactsDep, JobsDep, SettingsDep, app_settings, job_service
 from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import (
     SUBMISSION_EXAMPLES,
@@ -194,8 +194,8 @@ async def download_artifact(
 
 
 @router.get("/job-types", response_model=list[JobTypeInfo], tags=["job types"])
-async def list_job_types() -> list[JobTypeInfo]:
-    """Every job type with its params JSON Schema and an example."""
+async def list_job_types(settings: SettingsDep) -> list[JobTypeInfo]:
+    """Every job type with its params JSON Schema, an example, and this deployment's policy."""
     return [
         JobTypeInfo(
             name=t.name,
@@ -203,6 +203,7 @@ async def list_job_types() -> list[JobTypeInfo]:
             queue=t.queue,
             params_schema=t.params_adapter.json_schema(),
             example=t.example,
+            policy=t.policy_of(settings),
         )
         for t in JOB_TYPES.values()
     ]
