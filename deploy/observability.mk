@@ -28,7 +28,7 @@ alert-rules: $(HELM) ## Regenerate deploy/prometheus/rules.yml from the chart's 
 	  echo "# with the chart's default values. Do not edit: change the chart and regenerate"; \
 	  echo "# (tests/deploy/test_monitoring.py checks for drift)."; \
 	  $(HELM) template conveyor deploy/helm/conveyor --namespace conveyor \
-	    --set metrics.prometheusRule.enabled=true --set secrets.existingSecret=unused \
+	    --set metrics.prometheusRule.enabled=true --set secrets.existingSecret=unused --set artifacts.url=s3://unused \
 	    --show-only templates/monitoring/prometheusrule.yaml \
 	    | sed -n '/^spec:$$/,$$p' | tail -n +2 | sed 's/^  //'; \
 	} > $(RULES); echo "wrote $(RULES)"
