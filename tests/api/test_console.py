@@ -21,19 +21,10 @@ import httpx
 import pytest
 from conveyor_api.routes.console import CONSOLE_DIR
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support.browser import CHROMIUM, CHROMIUM_ARGS
 from support.clients import api_keys
 from support.stack import VENV_BIN, Stack, free_port, running_stack
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = os.environ.get("CONVEYOR_CONSOLE_SCREENSHOTS")
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
 

@@ -27,7 +27,7 @@ from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
-from conveyor_api.routes import compat, console, events, files, health, jobs, queues
+from conveyor_api.routes import compat, console, docs, events, files, health, jobs, queues
 from conveyor_api.routes.hot import GatewayApp
 from conveyor_api.service import JobService
 from conveyor_api.store import open_gateway_store
@@ -106,7 +106,14 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             await publisher.close()
             await engine.dispose()
 
-    app = GatewayApp(title="Conveyor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = GatewayApp(
+        title="Conveyor",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # routes/docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
+    )
     body_limits = {
         "max_bytes": settings.max_body_bytes,
         "max_upload_bytes": settings.max_upload_bytes,
@@ -126,6 +133,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app.include_router(health.router)
     app.include_router(compat.router)
     app.include_router(console.router)
+    app.include_router(docs.router)
     app.install_hot_routes(**body_limits)  # ahead of the middleware, under the same limits
     if not settings.auth_enabled and "*" not in settings.local_hosts:
         app.local_hosts = frozenset(host.lower() for host in settings.local_hosts)
