@@ -82,3 +82,11 @@ CHECKOV ?= uvx --from checkov==3.3.30 checkov
 
 chart-scan: chart-render ## Security scan (checkov) of every rendered scenario; skips are explained in deploy/checkov.yaml
 	$(CHECKOV) --config-file deploy/checkov.yaml -d $(RENDER_DIR)
+
+# A real Kubernetes control plane for the chart and KEDA (tests/k8s/README.md): etcd,
+# kube-apiserver, kube-controller-manager and the KEDA operator and metrics adapter, built
+# from the Go module proxy into ~/.cache/conveyor-k8s (never the repo), run on 127.0.0.1.
+.PHONY: e2e-k8s
+e2e-k8s: install services tools ## Build or reuse the control plane's binaries, run tests/k8s against it, stop everything
+	bash tests/k8s/build.sh >/dev/null
+	CONVEYOR_K8S=1 $(UV) run pytest tests/k8s -q -p no:cacheprovider
