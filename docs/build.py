@@ -39,6 +39,7 @@ CHART_SETS = {
     "metrics_host": "`0.0.0.0` in worker pods",
     "metrics_port": "`workers.<type>.metricsPort`",
     "worker_max_jobs": "`1` in KEDA ScaledJob mode",
+    "worker_idle_exit_s": "`workers.<type>.keda.scaledJob.idleExitSeconds` in KEDA ScaledJob mode",
 }
 
 CONSTRAINTS = {

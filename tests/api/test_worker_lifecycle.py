@@ -79,3 +79,16 @@ def test_a_root_worker_says_so_once_without_celerys_warnings(stack: Stack):
     log = stack.services["data-as-root"].log()
     assert "SecurityWarning" not in log
     assert log.count("running as root (the chart and images run workers as uid 10001)") == 1
+
+
+def test_an_idle_worker_exits_after_its_idle_time_but_never_mid_job(stack: Stack):
+    # A ScaledJob pod whose message another pod took: it must not wait for its deadline.
+    idle = stack.start_worker("cmd", "cmd-idle", CONVEYOR_WORKER_IDLE_EXIT_S="2")
+    stack.wait_for_log("cmd-idle", "ready.", timeout=60)
+    with stack.client() as client:
+        job = stack.submit(client, "cmd.run", {"command": "sleep", "args": ["4"]})
+        started = time.monotonic()
+        assert idle.process.wait(timeout=30) == 0, idle.log()
+        assert time.monotonic() - started >= 4 + 2 - 1  # the job, then two idle seconds
+        assert stack.wait_for(client, job["id"], {"succeeded", "failed"})["state"] == "succeeded"
+    assert "no job for 2 s (CONVEYOR_WORKER_IDLE_EXIT_S): stopping" in idle.log()

@@ -75,6 +75,19 @@ def test_the_scaledjob_rollout_strategy_can_be_set_back_to_immediate():
     assert job["spec"]["rollout"] == {"strategy": "immediate"}
 
 
+def test_a_scaledjob_pod_that_finds_no_message_exits_instead_of_idling():
+    objects = render([ci("scaledjob")], sets=["workers.ml.keda.scaledJob.idleExitSeconds=90"])
+    job = named(objects, "ScaledJob", "conveyor-worker-ml")
+    [container] = job["spec"]["jobTargetRef"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["CONVEYOR_WORKER_MAX_JOBS"] == "1"
+    assert env["CONVEYOR_WORKER_IDLE_EXIT_S"] == "90"
+    for deployment in by_kind(objects, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            names = {item["name"] for item in container.get("env", [])}
+            assert "CONVEYOR_WORKER_IDLE_EXIT_S" not in names  # long-lived workers stay
+
+
 # --- 2. node scale-down
 
 

@@ -31,6 +31,7 @@ PER_COMPONENT = {
     "metrics_host",
     "metrics_port",
     "worker_max_jobs",  # set by the chart in ScaledJob mode
+    "worker_idle_exit_s",  # likewise
 }
 
 

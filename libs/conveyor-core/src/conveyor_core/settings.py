@@ -229,6 +229,12 @@ class Settings(BaseSettings):
         description="Stop the worker after a pool process ran this many jobs (0: never). "
         "For KEDA ScaledJob pods, with concurrency 1: one job, then exit.",
     )
+    worker_idle_exit_s: float = Field(
+        default=0,
+        ge=0,
+        description="Stop the worker (exit 0) after it held no job for this long (0: never). "
+        "For KEDA ScaledJob pods: one that finds no message does not wait for its deadline.",
+    )
     heartbeat_interval_s: float = Field(
         default=1.0,
         gt=0,

@@ -69,6 +69,9 @@ spec:
         # One job per pod: the worker exits after its first job and the Job completes.
         - name: CONVEYOR_WORKER_MAX_JOBS
           value: "1"
+        # ...or after finding none: another pod may have taken the message it was started for.
+        - name: CONVEYOR_WORKER_IDLE_EXIT_S
+          value: {{ $w.keda.scaledJob.idleExitSeconds | quote }}
         {{- end }}
         {{- include "conveyor.commonEnv" (dict "root" $root "extraEnv" $w.extraEnv) | nindent 8 }}
       {{- with $w.startupProbe }}

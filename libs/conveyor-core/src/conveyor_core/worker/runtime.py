@@ -40,6 +40,7 @@ from conveyor_core.store.worker_ops import Claim, WorkerJobStore
 from conveyor_core.worker import metrics
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
 from conveyor_core.worker.handover import Handover, handover_step
+from conveyor_core.worker.idle import IdleExit, idle_exit_step
 from conveyor_core.worker.probe import start_probe_server
 
 log = logging.getLogger("conveyor.worker")
@@ -410,6 +411,8 @@ def build_worker_app(
             settings.ack_handover_after_s,
         )
         app.steps["consumer"].add(handover_step(handover))
+    if settings.worker_idle_exit_s:
+        app.steps["consumer"].add(idle_exit_step(IdleExit(settings.worker_idle_exit_s)))
 
     class JobTask(Task):  # type: ignore[misc]
         def on_failure(
