@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conveyor_api.routes.console import CONSOLE_DIR
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support.browser import CHROMIUM, CHROMIUM_ARGS
+from playwright.sync_api import Browser, Page, expect
+from support.browser import chromium
 from support.clients import api_keys
 from support.stack import VENV_BIN, Stack, free_port, running_stack
 
@@ -68,12 +68,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

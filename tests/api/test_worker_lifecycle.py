@@ -66,6 +66,7 @@ def test_one_job_mode_runs_one_job_then_exits(stack: Stack):
         second = stack.submit(client, "cmd.run", {"command": "echo", "args": ["two"]})
         assert stack.wait_for(client, first["id"], {"succeeded"})["state"] == "succeeded"
         assert worker.process.wait(timeout=30) == 0, worker.log()
+        stack.retire("cmd")  # exited on purpose
         time.sleep(0.5)
         # The second job was not taken: it waits, queued, for the next pod.
         assert client.get(f"/v1/jobs/{second['id']}").json()["state"] == "queued"
@@ -89,6 +90,7 @@ def test_an_idle_worker_exits_after_its_idle_time_but_never_mid_job(stack: Stack
         job = stack.submit(client, "cmd.run", {"command": "sleep", "args": ["4"]})
         started = time.monotonic()
         assert idle.process.wait(timeout=30) == 0, idle.log()
+        stack.retire("cmd-idle")  # exited on purpose
         assert time.monotonic() - started >= 4 + 2 - 1  # the job, then two idle seconds
         assert stack.wait_for(client, job["id"], {"succeeded", "failed"})["state"] == "succeeded"
     assert "no job for 2 s (CONVEYOR_WORKER_IDLE_EXIT_S): stopping" in idle.log()

@@ -24,6 +24,7 @@ from celery.worker import state as worker_state
 from sqlalchemy.exc import SQLAlchemyError
 
 from conveyor_core.store.worker_ops import WorkerJobStore
+from conveyor_core.worker.steps import timer_step
 
 log = logging.getLogger("conveyor.worker.handover")
 
@@ -95,23 +96,4 @@ class Handover:
 
 def handover_step(handover: Handover) -> type[bootsteps.StartStopStep]:
     """A consumer bootstep running `handover.tick` on the worker's event loop timer."""
-
-    class HandoverStep(bootsteps.StartStopStep):  # type: ignore[misc]
-        requires = ("celery.worker.consumer.tasks:Tasks",)
-
-        def __init__(self, consumer: Any, **kwargs: Any) -> None:
-            super().__init__(consumer, **kwargs)
-            self.timer_entry: Any = None
-
-        def start(self, consumer: Any) -> None:
-            handover.attach(consumer)
-            self.timer_entry = consumer.timer.call_repeatedly(
-                handover.scan_interval_s, handover.tick, (consumer,)
-            )
-
-        def stop(self, consumer: Any) -> None:
-            if self.timer_entry is not None:
-                self.timer_entry.cancel()
-                self.timer_entry = None
-
-    return HandoverStep
+    return timer_step(handover.scan_interval_s, handover.tick, on_start=handover.attach)

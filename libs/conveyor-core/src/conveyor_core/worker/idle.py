@@ -18,6 +18,8 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 
+from conveyor_core.worker.steps import timer_step
+
 log = logging.getLogger("conveyor.worker.idle")
 
 
@@ -30,7 +32,10 @@ class IdleExit:
     def check_interval_s(self) -> float:
         return min(1.0, self.idle_s / 4)
 
-    def tick(self) -> None:
+    def consuming(self, consumer: Any) -> None:
+        self.busy_at = time.monotonic()
+
+    def tick(self, consumer: Any) -> None:
         now = time.monotonic()
         if worker_state.active_requests or worker_state.reserved_requests:
             self.busy_at = now
@@ -43,21 +48,4 @@ class IdleExit:
 
 def idle_exit_step(idle: IdleExit) -> type[bootsteps.StartStopStep]:
     """A consumer bootstep running `idle.tick` on the worker's event loop timer."""
-
-    class IdleExitStep(bootsteps.StartStopStep):  # type: ignore[misc]
-        requires = ("celery.worker.consumer.tasks:Tasks",)
-
-        def __init__(self, consumer: Any, **kwargs: Any) -> None:
-            super().__init__(consumer, **kwargs)
-            self.timer_entry: Any = None
-
-        def start(self, consumer: Any) -> None:
-            idle.busy_at = time.monotonic()
-            self.timer_entry = consumer.timer.call_repeatedly(idle.check_interval_s, idle.tick)
-
-        def stop(self, consumer: Any) -> None:
-            if self.timer_entry is not None:
-                self.timer_entry.cancel()
-                self.timer_entry = None
-
-    return IdleExitStep
+    return timer_step(idle.check_interval_s, idle.tick, on_start=idle.consuming)

@@ -14,6 +14,8 @@ import fastapi_offline
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
+from conveyor_api.routes import console
+
 PAGES_DIR = Path(__file__).resolve().parent.parent / "docs_pages"
 BUNDLES_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 
@@ -40,11 +42,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
+# The console's headers, with this policy.
+SECURITY_HEADERS = {**console.SECURITY_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
 
 router = APIRouter(include_in_schema=False)
 READ = ["GET", "HEAD"]
