@@ -166,7 +166,10 @@ class TransformParams(StrictModel):
     steps: list[Step] = Field(default_factory=list, max_length=64)
     output: Literal["auto", "inline", "artifact"] = Field(
         default="auto",
-        description="`auto`: inline when small, else a Parquet artifact.",
+        description="`auto`: for inline `rows`, the output inline when it is small, else a "
+        "Parquet artifact; for a file `source`, always the Parquet artifact (a file can be any "
+        "size, so it is streamed there), plus the rows inline when they are few. `inline` "
+        "fails the job past CONVEYOR_INLINE_RESULT_ROWS; `artifact` never inlines.",
     )
 
     @model_validator(mode="after")
