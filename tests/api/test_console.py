@@ -284,6 +284,32 @@ def test_a_failed_job_shows_its_error(stack: Stack, client: httpx.Client, page: 
     expect(page.locator("#result-section")).to_be_hidden()
 
 
+def test_a_long_error_wraps_so_its_end_is_readable(stack: Stack, client: httpx.Client, page: Page):
+    # A target column the file lacks: the error lists every column of the file.
+    header = ",".join(f"a_rather_long_column_name_{index}" for index in range(40))
+    client.put("/v1/files/wide.csv", content=f"{header}\n{','.join(['1'] * 40)}\n".encode())
+    params = {"model": "logistic_regression", "dataset": "file", "source": "uploads/local/wide.csv"}
+    job_id = stack.submit(client, "ml.train", params)["id"]
+    page.goto(f"{stack.base_url}/ui/jobs/{job_id}")
+    expect(page.locator("#job-state")).to_have_text("failed", timeout=60_000)
+    error = client.get(f"/v1/jobs/{job_id}").json()["error"]
+    assert len(error) > 1000
+    expect(page.locator("#job-error")).to_have_text(error)
+    overflow = page.locator("#job-error").evaluate("box => box.scrollWidth - box.clientWidth")
+    assert overflow <= 0  # nothing hidden to the right
+
+
+def test_a_rows_copy_button_copies_the_full_job_id(stack: Stack, client: httpx.Client, page: Page):
+    job_id = stack.submit(client, "data.transform", QUEUED_FOREVER)["id"]
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.base_url)
+    page.goto(f"{stack.base_url}/ui/")
+    row = job_row(page, job_id)
+    expect(row.locator("code")).to_have_text(job_id[:8])
+    row.get_by_role("button", name=f"Copy the full id of job {job_id[:8]}").click()
+    expect(row.locator(".copy-id")).to_have_text("copied")
+    assert page.evaluate("navigator.clipboard.readText()") == job_id
+
+
 def test_cancel_a_long_sleep_from_its_page(stack: Stack, client: httpx.Client, page: Page):
     job_id = stack.submit(client, "cmd.run", LONG_SLEEP)["id"]
     page.goto(f"{stack.base_url}/ui/jobs/{job_id}")

@@ -111,7 +111,16 @@ function newRow(job) {
   return el(
     "tr",
     { "data-job-id": job.id },
-    el("td", {}, el("a", { href: `/ui/jobs/${job.id}`, title: job.id }, el("code", {}, name))),
+    el(
+      "td",
+      {},
+      el("a", { href: `/ui/jobs/${job.id}`, title: job.id }, el("code", {}, name)),
+      el(
+        "button",
+        { type: "button", class: "copy-id", "aria-label": `Copy the full id of job ${name}` },
+        "copy",
+      ),
+    ),
     el("td", {}, job.type),
     el("td", {}),
     el(
@@ -153,6 +162,20 @@ function applyFilters() {
   window.history.pushState(null, "", url); // a new filter starts again at the newest jobs
   refresh();
 }
+
+// The list shows 8 characters of each id; the button beside it copies all 36.
+$("job-rows").addEventListener("click", async (event) => {
+  const button = event.target.closest(".copy-id");
+  if (!button) return;
+  const id = button.closest("tr").dataset.jobId;
+  try {
+    await navigator.clipboard.writeText(id);
+    button.textContent = "copied";
+  } catch {
+    window.prompt("Copy the job id:", id); // no clipboard access: show it to select
+  }
+  setTimeout(() => (button.textContent = "copy"), 1500);
+});
 
 $("filters").addEventListener("change", applyFilters);
 $("filters").addEventListener("submit", (event) => {
