@@ -25,8 +25,12 @@ KINDS = ("data", "cmd", "ml")
 def _wait_http(proc: Proc, url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            answer = httpx.get(url, timeout=2)
+            # Conveyor's /readyz is 200 while RabbitMQ is still connecting ("degraded").
+            if answer.status_code == 200 and (
+                not url.endswith("/readyz") or answer.json()["status"] == "ok"
+            ):
                 return
         proc.check_alive()
         time.sleep(0.2)

@@ -135,7 +135,7 @@ def start_gateway(stack: Stack, name: str, port: int, **extra_env: str) -> str:
 
 def ready(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/readyz", timeout=2).json()["status"] == "ok"
     except httpx.HTTPError:
         return False
 

@@ -103,7 +103,7 @@ def wait_ready(client: httpx.Client, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if client.get("/readyz").status_code == 200:
+            if client.get("/readyz").json()["status"] == "ok":  # RabbitMQ connected too
                 return
         except httpx.TransportError:
             pass  # not listening yet

@@ -96,4 +96,4 @@ class Handover:
 
 def handover_step(handover: Handover) -> type[bootsteps.StartStopStep]:
     """A consumer bootstep running `handover.tick` on the worker's event loop timer."""
-    return timer_step(handover.scan_interval_s, handover.tick, on_start=handover.attach)
+    return timer_step("handover", handover.scan_interval_s, handover.tick, on_start=handover.attach)

@@ -48,4 +48,4 @@ class IdleExit:
 
 def idle_exit_step(idle: IdleExit) -> type[bootsteps.StartStopStep]:
     """A consumer bootstep running `idle.tick` on the worker's event loop timer."""
-    return timer_step(idle.check_interval_s, idle.tick, on_start=idle.consuming)
+    return timer_step("idle-exit", idle.check_interval_s, idle.tick, on_start=idle.consuming)

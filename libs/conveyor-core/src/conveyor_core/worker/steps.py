@@ -11,12 +11,14 @@ ConsumerHook = Callable[[Any], None]
 
 
 def timer_step(
-    interval_s: float, tick: ConsumerHook, on_start: ConsumerHook | None = None
+    step_name: str, interval_s: float, tick: ConsumerHook, on_start: ConsumerHook | None = None
 ) -> type[bootsteps.StartStopStep]:
     """A consumer bootstep: `on_start(consumer)` when consuming (re)starts, then
     `tick(consumer)` every `interval_s` on the worker's event loop, until it stops."""
 
     class TimerStep(bootsteps.StartStopStep):  # type: ignore[misc]
+        # Celery keeps one step per name: each timer step needs its own.
+        name = f"conveyor.{step_name}"
         requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def __init__(self, consumer: Any, **kwargs: Any) -> None:
