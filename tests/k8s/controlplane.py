@@ -216,12 +216,18 @@ class ControlPlane:
 
     # --- lifecycle
 
-    def start(self) -> ControlPlane:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
+    def start(self, attempts: int = 2) -> ControlPlane:
+        """Start everything; a failed start is stopped and tried once more on fresh ports
+        (free_port() lets go of its port before a server binds it: another process on the
+        machine may take it in between)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start()
+                return self
+            except Exception:
+                self.stop()
+                if attempt == attempts:
+                    raise
         return self
 
     def _start(self) -> None:
@@ -400,7 +406,9 @@ class ControlPlane:
         custom_ca.mkdir()
         self.kubectl("apply", "--server-side", "-f", str(self.crd_dir))
         # The operator's watches fail (and retry noisily) until its CRDs are served.
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        self.kubectl(
+            "wait", "--for=condition=Established", "crd", "--all", "--timeout=180s"
+        )  # slow on a loaded 2-core machine
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KEDA_NS}})
         keda_env = {
             "KUBECONFIG": str(self.kubeconfig),
