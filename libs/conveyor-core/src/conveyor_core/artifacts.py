@@ -156,6 +156,11 @@ def uploads_folder(owner: str) -> str:
 PARTIAL_UPLOAD_PREFIX = "_partial-"
 
 
+def is_partial_upload(path: str) -> bool:
+    """An upload still being written (or left by a gateway that died writing it)."""
+    return posixpath.basename(path).startswith(PARTIAL_UPLOAD_PREFIX)
+
+
 def job_artifact_folder(job_id: object) -> str:
     """The folder holding every output of one job."""
     return f"jobs/{job_id}"

@@ -26,8 +26,6 @@ log = logging.getLogger("conveyor.api")
 # gateway more than validating it did), and only as JSON can say it.
 ECHOED_ITEMS = 20
 ECHOED_CHARACTERS = 200
-
-
 ECHOED_DEPTH = 3
 
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from conveyor_core.artifacts import PARTIAL_UPLOAD_PREFIX, ArtifactStore, job_artifact_folder
+from conveyor_core.artifacts import ArtifactStore, is_partial_upload, job_artifact_folder
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
@@ -240,10 +239,7 @@ class Maintenance:
             stored.path
             for stored in await asyncio.to_thread(self.artifacts.files, "uploads")
             if (cutoff is not None and stored.modified < cutoff)
-            or (
-                posixpath.basename(stored.path).startswith(PARTIAL_UPLOAD_PREFIX)
-                and stored.modified < partial_cutoff
-            )
+            or (is_partial_upload(stored.path) and stored.modified < partial_cutoff)
         ]
         pruned = 0
         for path in expired:

@@ -9,7 +9,6 @@ those not written for CONVEYOR_UPLOAD_RETENTION_S.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import uuid
 from typing import Annotated
 
@@ -19,6 +18,7 @@ from conveyor_core.artifacts import (
     PARTIAL_UPLOAD_PREFIX,
     ArtifactStore,
     StoredFile,
+    is_partial_upload,
     upload_path,
     uploads_folder,
 )
@@ -86,11 +86,7 @@ async def upload_file(
 
 def _room(stored: list[StoredFile], path: str, settings: Settings) -> int:
     """Bytes this upload may take within the key's quota; 413 if it may not be stored."""
-    kept = [
-        file
-        for file in stored
-        if not posixpath.basename(file.path).startswith(PARTIAL_UPLOAD_PREFIX)
-    ]
+    kept = [file for file in stored if not is_partial_upload(file.path)]
     replacing = [file for file in kept if file.path == path]
     if not replacing and len(kept) >= settings.max_uploads_per_key:
         raise _quota_exceeded(

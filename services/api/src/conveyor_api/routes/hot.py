@@ -156,20 +156,14 @@ async def submit(request: Request) -> Response | None:
     try:
         submission = _SUBMISSION.validate_json(body)
     except ValidationError as error:
-        if not error.error_count() or _is_json_error(error):
+        errors = error.errors(include_url=False)
+        if any(item["type"] == "json_invalid" for item in errors):
             return None  # broken JSON: FastAPI's own answer, which names the position
         # Answered here, as FastAPI words it: validating a large body twice is no answer.
-        raise RequestValidationError(_in_body(error), body=body) from None
+        in_body = [{**item, "loc": ("body", *item["loc"])} for item in errors]
+        raise RequestValidationError(in_body, body=body) from None
     take_submit_token(request, caller)
     return await accept(request, submission, caller, idempotency_key)
-
-
-def _is_json_error(error: ValidationError) -> bool:
-    return any(item["type"] == "json_invalid" for item in error.errors(include_url=False))
-
-
-def _in_body(error: ValidationError) -> list[dict[str, Any]]:
-    return [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
 
 
 async def poll(request: Request) -> Response | None:
