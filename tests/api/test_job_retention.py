@@ -19,6 +19,9 @@ from support.rows import insert_job
 DAY = 24 * 3600.0
 
 
+ATTEMPT = 1  # the run whose folder holds the files
+
+
 def _prune(database_url: str, artifacts: ArtifactStore, retention_s: float) -> int:
     """One retention sweep of the gateway's maintenance, against the real job store."""
     settings = Settings(database_url=database_url, job_retention_s=retention_s)
@@ -32,9 +35,10 @@ def _finished_job(engine, artifacts: ArtifactStore, finished_days_ago: float) ->
         state=JobState.SUCCEEDED,
         finished_at=finished,
         artifacts=["output.txt"],
+        artifacts_attempt=ATTEMPT,
         event_seq=1,
     )
-    with artifacts.open(job_artifact_path(job_id, "output.txt"), "wb") as handle:
+    with artifacts.open(job_artifact_path(job_id, "output.txt", ATTEMPT), "wb") as handle:
         handle.write(b"result")
     with engine.begin() as connection:
         record_events(connection, job_id, 1, [state_event(JobState.SUCCEEDED, 1)])
@@ -62,9 +66,9 @@ def test_jobs_finished_before_the_retention_period_go_with_their_events_and_file
     assert _prune(database_url, artifacts, retention_s=30 * DAY) == 1
 
     assert _exists(engine, old) == (False, 0)
-    assert not artifacts.exists(job_artifact_path(old, "output.txt"))
+    assert not artifacts.exists(job_artifact_path(old, "output.txt", ATTEMPT))
     assert _exists(engine, recent) == (True, 1)
-    assert artifacts.exists(job_artifact_path(recent, "output.txt"))
+    assert artifacts.exists(job_artifact_path(recent, "output.txt", ATTEMPT))
     assert _exists(engine, running) == (True, 0)  # not finished: never expires
     engine.dispose()
 
@@ -77,7 +81,7 @@ def test_a_retention_of_zero_keeps_every_job(database_url: str, tmp_path: Path):
     assert _prune(database_url, artifacts, retention_s=0) == 0
 
     assert _exists(engine, ancient) == (True, 1)
-    assert artifacts.exists(job_artifact_path(ancient, "output.txt"))
+    assert artifacts.exists(job_artifact_path(ancient, "output.txt", ATTEMPT))
     engine.dispose()
 
 
@@ -104,5 +108,5 @@ def test_a_job_whose_files_cannot_be_deleted_keeps_its_row_until_they_are(
 
     assert _prune(database_url, ArtifactStore(root), retention_s=30 * DAY) == 1
     assert _exists(engine, old) == (False, 0)
-    assert not ArtifactStore(root).exists(job_artifact_path(old, "output.txt"))
+    assert not ArtifactStore(root).exists(job_artifact_path(old, "output.txt", ATTEMPT))
     engine.dispose()

@@ -21,6 +21,8 @@ class FakeRequest:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     kwargs: dict[str, str] = field(default_factory=lambda: {"job_id": str(uuid.uuid4())})
     acknowledged: bool = False
+    hostname: str = "ml@test"
+    worker_pid: int = 4242
 
     def acknowledge(self) -> None:
         self.acknowledged = True
@@ -50,7 +52,8 @@ class FakeStore:
     def __init__(self) -> None:
         self.handed_over: list[uuid.UUID] = []
 
-    def hand_over(self, job_id: uuid.UUID) -> bool:
+    def hand_over(self, job_id: uuid.UUID, run: str) -> bool:
+        assert run == "ml@test/4242"  # the pool process that runs it
         self.handed_over.append(job_id)
         return True
 

@@ -114,3 +114,20 @@ def test_concurrent_writers_number_one_jobs_events_without_gap_or_clash(store):
             if data.get("line", "").startswith(f"{worker}:")
         ]
         assert mine == [f"{worker}:{i}" for i in range(20) for _ in range(2)]
+
+
+def test_the_main_process_writes_only_for_the_run_it_holds(store):
+    """Hand-over and the hard time limit come from a worker's main process, which knows its
+    pool process, not the attempt: they are fenced to that run (`run_holder`)."""
+    job_id = _queued_job(store)
+    store.claim(job_id, "ml@a/100")
+    store.claim(job_id, "ml@b/200", takeover_after_s=0)  # taken over: a/100 went silent
+    assert not store.hand_over(job_id, "ml@a/100")
+    assert not store.finish(job_id, JobState.FAILED, error="hard limit", run="ml@a/100")
+    with store.engine.connect() as connection:
+        handed_over_at = connection.scalar(select(Job.handed_over_at).where(Job.id == job_id))
+    assert handed_over_at is None and store.current_state(job_id) == "running"
+
+    assert store.hand_over(job_id, "ml@b/200")
+    assert store.finish(job_id, JobState.FAILED, error="hard limit", run="ml@b/200")
+    assert store.current_state(job_id) == "failed"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from support.procs import alive, children
@@ -71,3 +73,19 @@ def test_sigterm_lets_the_running_job_finish_and_nothing_is_redelivered(stack: S
         queues = list_queues(stack.vhost)
     assert queues["conveyor.cmd.run"]["messages"] == "0"
     assert _runs_started([stopped, replacement], job_id) == 1, "the finished job ran again"
+
+
+def test_a_job_past_its_hard_time_limit_is_killed_and_failed_once(tmp_path):
+    limits = {"CONVEYOR_SOFT_TIME_LIMIT_S": "1", "CONVEYOR_TIME_LIMIT_S": "3"}
+    with running_stack(tmp_path, "sqlite", workers=()) as stack:
+        argv = [sys.executable, str(Path(__file__).with_name("stuck_worker.py"))]
+        stack.start_service("cmd", argv, **limits)
+        stack.wait_ready()
+        with stack.client() as client:
+            job_id = stack.submit(client, "cmd.run", {"command": "sleep", "args": ["30"]})["id"]
+            job = stack.wait_for(client, job_id, {"succeeded", "failed"}, timeout=30)
+        log = stack.services["cmd"].log()
+    print(f"job ended {job['state']} after {job['attempts']} attempt(s): {job['error']}")
+    assert "Hard time limit (3s) exceeded" in log
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert job["error"].startswith("hard time limit of 3 s exceeded"), job["error"]

@@ -38,7 +38,7 @@ class RecordingContext(JobContext):
         super().report_progress(fraction)
 
     def model_path(self) -> Path:
-        return Path(self.artifacts.url(f"jobs/{self.job_id}/{MODEL_ARTIFACT}"))
+        return Path(self.artifacts.url(self.artifact_path(MODEL_ARTIFACT)))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Annotated, Any
@@ -162,12 +163,39 @@ def is_partial_upload(path: str) -> bool:
 
 
 def job_artifact_folder(job_id: object) -> str:
-    """The folder holding every output of one job."""
+    """The folder holding every output of one job, of all its attempts."""
     return f"jobs/{job_id}"
 
 
-def job_artifact_path(job_id: object, name: str) -> str:
-    """Where a job's named output lives inside the store."""
+def attempt_artifact_folder(job_id: object, attempt: int | None) -> str:
+    """The folder one run of a job writes to.
+
+    Each attempt has its own, so a superseded run (paused, cut off, then resumed) cannot
+    overwrite the files of the run that recorded the job's outcome. None is the layout of
+    jobs finished before attempts had folders: their files sit in the job's folder.
+    """
+    if attempt is None:
+        return job_artifact_folder(job_id)
+    return f"{job_artifact_folder(job_id)}/attempt-{attempt}"
+
+
+def job_artifact_path(job_id: object, name: str, attempt: int | None) -> str:
+    """Where an attempt's named output lives inside the store."""
     if not re.match(ARTIFACT_NAME_PATTERN, name):
         raise UnsafePathError(f"artifact name {name!r} is not a plain file name")
-    return f"{job_artifact_folder(job_id)}/{name}"
+    return f"{attempt_artifact_folder(job_id, attempt)}/{name}"
+
+
+def job_artifact_reference(path: str) -> tuple[uuid.UUID, str] | None:
+    """The job and artifact name a source path like `jobs/<id>/output.parquet` names.
+
+    That is the address callers use for a job's output; the file itself is in the folder of
+    the attempt that produced it, found through the job's row. None for any other path.
+    """
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] != "jobs" or not re.match(ARTIFACT_NAME_PATTERN, parts[2]):
+        return None
+    try:
+        return uuid.UUID(parts[1]), parts[2]
+    except ValueError:
+        return None

@@ -83,6 +83,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     artifacts: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # The attempt whose folder holds `artifacts` (each run writes its own, and only the run
+    # that records the outcome publishes it); NULL for jobs finished before attempts had
+    # folders, whose files sit directly in the job's folder.
+    artifacts_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
     owner: Mapped[str] = mapped_column(String(64), default="")
     origin: Mapped[str] = mapped_column(String(32), default="v1")
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)

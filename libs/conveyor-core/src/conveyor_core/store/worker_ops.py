@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import JSONB
 
+from conveyor_core.artifacts import job_artifact_path
 from conveyor_core.events import NOTIFY_CHANNEL, EventKind, OutputStream
 from conveyor_core.states import JobState
 from conveyor_core.store.events import NewEvent, insert_events, progress_event, state_event
@@ -147,11 +148,15 @@ class WorkerJobStore:
             return Beat(still_running=False, cancel_requested=True)
         return Beat(still_running=True, cancel_requested=bool(row.cancel_requested))
 
-    def hand_over(self, job_id: uuid.UUID) -> bool:
-        """Note that the job's message is about to be acked while the job still runs."""
-        statement = _guarded_update(frozenset({"handed_over_at"}), with_attempt=False)
+    def hand_over(self, job_id: uuid.UUID, run: str) -> bool:
+        """Note that the job's message is about to be acked while the job still runs.
+
+        Fenced by `run` (see `run_holder`): the worker's main process only knows which pool
+        process runs the job, and a run that another worker took over is not its to hand over.
+        """
+        statement = _guarded_update(frozenset({"handed_over_at"}), with_run=True)
         with self.engine.begin() as connection:
-            values = _guard(job_id, None) | {"handed_over_at": utcnow()}
+            values = _guard(job_id, None) | {"run": run, "handed_over_at": utcnow()}
             return connection.execute(statement, values).rowcount == 1
 
     def finish(
@@ -164,8 +169,14 @@ class WorkerJobStore:
         artifacts: list[str] | None = None,
         progress: float | None = None,
         attempt: int | None = None,
+        run: str | None = None,
     ) -> bool:
-        """Write the final state if the job is still running; False if something else won."""
+        """Write the final state if the job is still running; False if something else won.
+
+        Fenced by `attempt` (the run's own writes) or by `run` (the worker's main process,
+        which knows which pool process it killed but not the attempt it ran). A fenced
+        finish also records that the attempt's folder holds the job's artifacts.
+        """
         now = utcnow()
         values: dict[str, Any] = {
             "state": state,
@@ -176,12 +187,20 @@ class WorkerJobStore:
         }
         if artifacts is not None:
             values["artifacts"] = artifacts
+            if attempt is not None:
+                values["artifacts_attempt"] = attempt
         if progress is not None:
             values["progress"] = progress
         statement = _guarded_update(
-            frozenset(values), attempt is not None, new_events=True, returning=("attempts",)
+            frozenset(values),
+            attempt is not None,
+            with_run=run is not None,
+            new_events=True,
+            returning=("attempts",),
         )
         values |= _guard(job_id, attempt) | {"new_events": 1}
+        if run is not None:
+            values["run"] = run
         return self._change_state(statement, values, state, error) is not None
 
     def _change_state(
@@ -204,6 +223,18 @@ class WorkerJobStore:
                 counted = replace(event, data=event.data | {"attempts": row.attempts})
                 insert_events(connection, values["job_id"], row.event_seq, [counted])
             return row
+
+    def artifact_location(self, job_id: uuid.UUID, name: str) -> str | None:
+        """Where the finished job `job_id` keeps its artifact `name`; None if it has none.
+
+        Only a finished job lists artifacts, and only the folder of the attempt that
+        recorded the outcome is ever named: never a running or superseded run's files.
+        """
+        with self.engine.connect() as connection:
+            row = connection.execute(_ARTIFACTS, {"job_id": job_id}).one_or_none()
+        if row is None or name not in (row.artifacts or []):
+            return None
+        return job_artifact_path(job_id, name, row.artifacts_attempt)
 
     def append_output(
         self, job_id: uuid.UUID, lines: list[OutputLine], attempt: int | None = None
@@ -232,6 +263,9 @@ class WorkerJobStore:
 JOBS = cast(Table, Job.__table__)
 JOB_EVENTS = cast(Table, JobEvent.__table__)
 _CURRENT_STATE = select(JOBS.c.state).where(JOBS.c.id == bindparam("job_id"))
+_ARTIFACTS = select(JOBS.c.artifacts, JOBS.c.artifacts_attempt).where(
+    JOBS.c.id == bindparam("job_id")
+)
 
 
 def _notify_column(notify: bool) -> list[ColumnElement[Any]]:
@@ -301,16 +335,20 @@ def _with_state_event(statement: Update) -> Select[Any]:
 @functools.cache
 def _guarded_update(
     columns: frozenset[str],
-    with_attempt: bool,
+    with_attempt: bool = False,
     *,
+    with_run: bool = False,
     new_events: bool = False,
     notify: bool = False,
     returning: tuple[str, ...] = (),
 ) -> Update:
-    """UPDATE `columns` of a running job (of one attempt); `new_events` numbers its events."""
+    """UPDATE `columns` of a running job (of one attempt, or one run holder); `new_events`
+    numbers its events."""
     guard = [JOBS.c.id == bindparam("job_id"), JOBS.c.state == JobState.RUNNING]
     if with_attempt:
         guard.append(JOBS.c.attempts == bindparam("attempt"))
+    if with_run:
+        guard.append(JOBS.c.worker == bindparam("run"))
     values: dict[str, Any] = {name: bindparam(name) for name in sorted(columns)}
     if new_events:
         values["event_seq"] = JOBS.c.event_seq + bindparam("new_events")
@@ -320,6 +358,12 @@ def _guarded_update(
     return statement.returning(
         *(JOBS.c[name] for name in returning), JOBS.c.event_seq, *_notify_column(notify)
     )
+
+
+def run_holder(hostname: str, pid: int) -> str:
+    """Who runs a job: a worker's pool process. Stored by the claim, so that the worker's
+    main process can fence its own writes (hand-over, hard time limit) to that one run."""
+    return f"{hostname}/{pid}"
 
 
 def _guard(job_id: uuid.UUID, attempt: int | None) -> dict[str, Any]:

@@ -129,8 +129,11 @@ class JobContext:
 
     # --- artifacts
     def artifact_path(self, name: str) -> str:
-        """Store-relative path of this job's artifact `name`, recorded as produced."""
-        path = job_artifact_path(self.job_id, name)
+        """Store-relative path of this run's artifact `name`, recorded as produced.
+
+        In the attempt's own folder: published only if this run records the job's outcome.
+        """
+        path = job_artifact_path(self.job_id, name, self.attempt)
         if name not in self._produced:
             self._produced.append(name)
         return path

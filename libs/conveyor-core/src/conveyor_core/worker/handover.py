@@ -23,7 +23,7 @@ from celery import bootsteps
 from celery.worker import state as worker_state
 from sqlalchemy.exc import SQLAlchemyError
 
-from conveyor_core.store.worker_ops import WorkerJobStore
+from conveyor_core.store.worker_ops import WorkerJobStore, run_holder
 from conveyor_core.worker.steps import timer_step
 
 log = logging.getLogger("conveyor.worker.handover")
@@ -53,10 +53,15 @@ class Handover:
             if request.acknowledged or not started or now - started < self.after_s:
                 continue
             job_id = uuid.UUID(request.kwargs["job_id"])
+            run = run_holder(request.hostname, request.worker_pid)
             try:
-                self.store().hand_over(job_id)
+                held = self.store().hand_over(job_id, run)
             except SQLAlchemyError:
                 log.warning("job %s: job store unavailable; hand-over retried", job_id)
+                continue
+            if not held:
+                # The run is not the job's any more (another worker took it over, or it
+                # just finished): the message stays with the run, which acks it when done.
                 continue
             request.acknowledge()  # sent on the event loop's next turn
             self.handed_over.add(request.id)

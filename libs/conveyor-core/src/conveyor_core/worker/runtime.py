@@ -19,15 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Celery, Task, signals
 from celery.exceptions import Reject, SecurityWarning
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 from prometheus_client.multiprocess import mark_process_dead
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from conveyor_core.artifacts import ArtifactStore
+from conveyor_core.artifacts import ArtifactStore, attempt_artifact_folder, job_artifact_reference
 from conveyor_core.celery_app import create_celery_app, declare_topology
 from conveyor_core.jobs.base import JobType
 from conveyor_core.logs import configure_logging
@@ -36,7 +38,7 @@ from conveyor_core.settings import Settings, get_settings
 from conveyor_core.states import JobState
 from conveyor_core.store import utcnow
 from conveyor_core.store.engine import make_sync_engine
-from conveyor_core.store.worker_ops import Claim, WorkerJobStore
+from conveyor_core.store.worker_ops import Claim, WorkerJobStore, run_holder
 from conveyor_core.worker import metrics
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
 from conveyor_core.worker.handover import Handover, handover_step
@@ -267,9 +269,14 @@ class JobRunner:
             return
         try:
             params = self.job_type.parse_params(claim.params)
+            params = _with_source_resolved(params, store)
         except ValidationError as error:
             metrics.JOBS_FAILED.labels(name).inc()
             store.finish(job_id, JobState.FAILED, error=f"invalid params: {error}")
+            return
+        except JobFailed as error:
+            metrics.JOBS_FAILED.labels(name).inc()
+            store.finish(job_id, JobState.FAILED, error=str(error))
             return
         metrics.JOBS_STARTED.labels(name).inc()
         if claim.attempts == 1:
@@ -347,9 +354,10 @@ class JobRunner:
             if not ctx.lease_lost:
                 ctx.flush_output()  # the last lines are stored before the final state
         if ctx.lease_lost:
+            self._discard_attempt(job_id, attempt)
             raise LeaseLost(f"job {job_id}: stopped, its heartbeat lease expired")
         self._count_outcome(state, time.monotonic() - started)
-        _retrying(
+        recorded = _retrying(
             lambda: store.finish(
                 job_id,
                 state,
@@ -361,7 +369,23 @@ class JobRunner:
             ),
             self.settings.store_retry_s,
         )
+        if not recorded:
+            # Another run took the job over (this one was paused or cut off past its lease):
+            # its outcome stands, and this run's files are never published.
+            log.warning("job %s: attempt %d was superseded; its outcome dropped", job_id, attempt)
+            self._discard_attempt(job_id, attempt)
+            return
+        for earlier in range(1, attempt):
+            self._discard_attempt(job_id, earlier)
         log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")
+
+    def _discard_attempt(self, job_id: uuid.UUID, attempt: int) -> None:
+        """Delete the files of a run whose outcome is not the job's (best effort: the
+        retention sweep deletes the whole job folder in the end)."""
+        try:
+            self.resources.artifacts.remove_folder(attempt_artifact_folder(job_id, attempt))
+        except Exception:
+            log.warning("job %s: files of attempt %d not deleted", job_id, attempt, exc_info=True)
 
     def _count_outcome(self, state: JobState, run_seconds: float) -> None:
         name = self.job_type.name
@@ -382,16 +406,20 @@ class JobRunner:
             log.info("ran %d job(s), the configured maximum; stopping the worker", self.jobs_run)
             os.kill(os.getppid(), signal.SIGTERM)  # the pool's parent is the worker main process
 
-    def on_hard_time_limit(self, job_id: uuid.UUID) -> None:
-        """Runs in the worker's main process after Celery killed the pool process."""
-        metrics.JOBS_FAILED.labels(self.job_type.name).inc()
-        self.resources.store.finish(
+    def on_hard_time_limit(self, job_id: uuid.UUID, run: str) -> None:
+        """Runs in the worker's main process after Celery killed the pool process `run`."""
+        failed = self.resources.store.finish(
             job_id,
             JobState.FAILED,
             error=(
                 f"hard time limit of {self.time_limit_s} s exceeded; the job's process was killed"
             ),
+            run=run,
         )
+        if failed:
+            metrics.JOBS_FAILED.labels(self.job_type.name).inc()
+        else:
+            log.info("job %s: killed run %s no longer held the job; nothing recorded", job_id, run)
 
 
 def build_worker_app(
@@ -414,12 +442,16 @@ def build_worker_app(
     if settings.worker_idle_exit_s:
         app.steps["consumer"].add(idle_exit_step(IdleExit(settings.worker_idle_exit_s)))
 
+    class JobRequest(Request):  # type: ignore[misc]
+        def on_timeout(self, soft: bool, timeout: float) -> None:
+            super().on_timeout(soft, timeout)
+            if not soft and not worker_state.should_terminate:
+                # The pool process is killed by now; only its own run of the job is failed.
+                job_id = uuid.UUID(self.kwargs["job_id"])
+                runner.on_hard_time_limit(job_id, run_holder(self.hostname, self.worker_pid))
+
     class JobTask(Task):  # type: ignore[misc]
-        def on_failure(
-            self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
-        ) -> None:
-            if isinstance(exc, TimeLimitExceeded):
-                runner.on_hard_time_limit(uuid.UUID(kwargs["job_id"]))
+        Request = JobRequest
 
     @app.task(
         name=job_type.task_name,
@@ -433,7 +465,7 @@ def build_worker_app(
             delivery = task.request.delivery_info or {}
             runner.execute(
                 uuid.UUID(job_id),
-                worker=task.request.hostname or "unknown",
+                worker=run_holder(task.request.hostname or "unknown", os.getpid()),
                 redelivered=bool(delivery.get("redelivered")),
             )
         except StoreUnavailable as error:
@@ -462,6 +494,22 @@ def build_worker_app(
             mark_process_dead(pid or os.getpid())
 
     return app
+
+
+def _with_source_resolved(params: Any, store: WorkerJobStore) -> Any:
+    """Point a `source` naming a job's output (`jobs/<id>/<name>`) at the file of the attempt
+    that recorded that job's outcome; any other source is read as it is."""
+    source = getattr(params, "source", None)
+    reference = job_artifact_reference(source) if isinstance(source, str) else None
+    if reference is None:
+        return params
+    location = store.artifact_location(*reference)
+    if location is None:
+        raise JobFailed(
+            f"source {source!r}: job {reference[0]} has no artifact {reference[1]!r} "
+            "(it is unknown, not finished, or produced no such file)"
+        )
+    return params.model_copy(update={"source": location})
 
 
 def _hand_back(task: Task, job_type: JobType, job_id: str, error: StoreUnavailable) -> None:

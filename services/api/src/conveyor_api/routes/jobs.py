@@ -175,7 +175,7 @@ async def download_artifact(
             status.HTTP_404_NOT_FOUND,
             detail=f"job {job_id} has no artifact {name!r}; it has {job.artifacts}",
         )
-    path = job_artifact_path(job_id, name)
+    path = job_artifact_path(job_id, name, job.artifacts_attempt)
     if artifacts.is_local:
         return FileResponse(
             artifacts.url(path), filename=name, media_type="application/octet-stream"
