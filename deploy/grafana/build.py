@@ -563,7 +563,8 @@ def job_type() -> Dashboard:
         timeseries(
             lay,
             "Jobs / min by outcome",
-            "Submitted (gateway), started, succeeded, failed, cancelled, retried (workers).",
+            "Submitted (gateway), started, succeeded, failed, cancelled, retried (workers). "
+            "Deferred: sent to the back of the queue, its key at CONVEYOR_MAX_RUNNING_PER_KEY.",
             targets(
                 (f"sum(rate(conveyor_jobs_submitted_total{{{t}}}[{RATE}])) * 60", "submitted"),
                 (f"sum(rate(conveyor_jobs_started_total{{{t}}}[{RATE}])) * 60", "started"),
@@ -571,6 +572,7 @@ def job_type() -> Dashboard:
                 (f"sum(rate(conveyor_jobs_failed_total{{{t}}}[{RATE}])) * 60", "failed"),
                 (f"sum(rate(conveyor_jobs_cancelled_total{{{t}}}[{RATE}])) * 60", "cancelled"),
                 (f"sum(rate(conveyor_jobs_retried_total{{{t}}}[{RATE}])) * 60", "retried"),
+                (f"sum(rate(conveyor_jobs_deferred_total{{{t}}}[{RATE}])) * 60", "deferred"),
             ),
             "opm",
         )

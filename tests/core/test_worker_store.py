@@ -131,3 +131,21 @@ def test_the_main_process_writes_only_for_the_run_it_holds(store):
     assert store.hand_over(job_id, "ml@b/200")
     assert store.finish(job_id, JobState.FAILED, error="hard limit", run="ml@b/200")
     assert store.current_state(job_id) == "failed"
+
+
+def test_a_key_at_its_running_limit_has_its_next_job_left_queued(store):
+    first, second = insert_job(store.engine, owner="a"), insert_job(store.engine, owner="a")
+    other = insert_job(store.engine, owner="b")
+    assert store.claim(first, "w1", max_running_per_key=1) is not None
+    assert store.claim(second, "w1", max_running_per_key=1) is None
+    assert store.current_state(second) == "queued"
+    assert store.other_keys_waiting(second)  # b's job: the worker skips to it
+    assert store.claim(other, "w1", max_running_per_key=1) is not None
+    assert not store.other_keys_waiting(second)
+    # A takeover of a's running job is not held back by that job itself.
+    assert store.claim(first, "w2", takeover_after_s=0, max_running_per_key=1).attempts == 2
+    assert store.finish(first, JobState.SUCCEEDED, attempt=2)
+    assert store.claim(second, "w1", max_running_per_key=1) is not None
+    # With auth off every job is the anonymous owner's: no limit among one caller's jobs.
+    anonymous = [insert_job(store.engine) for _ in range(2)]
+    assert all(store.claim(job, "w1", max_running_per_key=1) for job in anonymous)

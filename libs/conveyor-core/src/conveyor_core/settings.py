@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     max_queued_per_key: int = Field(
         default=10_000, ge=0, description="Most jobs one key may have queued (0: no limit)."
     )
+    max_running_per_key: int = Field(
+        default=0,
+        ge=0,
+        description="Most jobs of one type that one API key may have running at once (set on "
+        "that type's workers). A job over it goes to the back of its queue, so other keys' "
+        "jobs run meanwhile. 0: no limit. Not applied with auth off (no keys to share among).",
+    )
 
     maintenance_interval_s: float = Field(
         default=10.0, gt=0, description="How often the gateway repairs undispatched and stale jobs."

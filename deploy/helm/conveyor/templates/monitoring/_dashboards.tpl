@@ -1701,7 +1701,7 @@ generator and regenerate (tests fail when this file drifts).
         "type": "prometheus",
         "uid": "${datasource}"
       },
-      "description": "Submitted (gateway), started, succeeded, failed, cancelled, retried (workers).",
+      "description": "Submitted (gateway), started, succeeded, failed, cancelled, retried (workers). Deferred: sent to the back of the queue, its key at CONVEYOR_MAX_RUNNING_PER_KEY.",
       "fieldConfig": {
         "defaults": {
           "custom": {
@@ -1807,6 +1807,17 @@ generator and regenerate (tests fail when this file drifts).
           "legendFormat": "retried",
           "range": true,
           "refId": "F"
+        },
+        {
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}"
+          },
+          "editorMode": "code",
+          "expr": "sum(rate(conveyor_jobs_deferred_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "legendFormat": "deferred",
+          "range": true,
+          "refId": "G"
         }
       ],
       "title": "Jobs / min by outcome",

@@ -81,20 +81,27 @@ class WorkerJobStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def claim(
-        self, job_id: uuid.UUID, worker: str, takeover_after_s: float | None = None
+        self,
+        job_id: uuid.UUID,
+        worker: str,
+        takeover_after_s: float | None = None,
+        max_running_per_key: int = 0,
     ) -> Claim | None:
         """Move a queued job to running and count the attempt.
 
         With `takeover_after_s` (a redelivered message: its worker was lost mid-job), a job
         left `running` may be taken over too, but only once its heartbeat has been silent that
         long: a live run elsewhere (a duplicate message, a hand-over requeue) is never joined
-        by a second one.
+        by a second one. With `max_running_per_key`, a job whose key already has that many
+        jobs of its type running is not claimed: it stays queued.
         """
         now = utcnow()
         values: dict[str, Any] = {"job_id": job_id, "now": now, "worker": worker}
         if takeover_after_s is not None:
             values["silent_since"] = now - timedelta(seconds=takeover_after_s)
-        statement = _claim_statement(takeover_after_s is not None)
+        if max_running_per_key:
+            values["max_running"] = max_running_per_key
+        statement = _claim_statement(takeover_after_s is not None, bool(max_running_per_key))
         row = self._change_state(statement, values, JobState.RUNNING)
         if row is None:
             return None
@@ -105,6 +112,11 @@ class WorkerJobStore:
             cancel_requested=row.cancel_requested,
             created_at=row.created_at,
         )
+
+    def other_keys_waiting(self, job_id: uuid.UUID) -> bool:
+        """Whether a job of another key waits in `job_id`'s queue (same type, queued)."""
+        with self.engine.connect() as connection:
+            return connection.execute(_OTHER_KEYS_WAITING, {"job_id": job_id}).first() is not None
 
     def current_state(self, job_id: uuid.UUID) -> str | None:
         with self.engine.connect() as connection:
@@ -274,14 +286,45 @@ def _notify_column(notify: bool) -> list[ColumnElement[Any]]:
     return [func.pg_notify(NOTIFY_CHANNEL, cast_(JOBS.c.id, String)).label("notified")]
 
 
+_PEER = JOBS.alias("peer")
+_THIS = JOBS.alias("this")
+_OTHER_KEYS_WAITING = (
+    select(literal(1))
+    .select_from(_PEER)
+    .join(_THIS, _THIS.c.id == bindparam("job_id"))
+    .where(
+        _PEER.c.type == _THIS.c.type,
+        _PEER.c.state == JobState.QUEUED,
+        _PEER.c.owner != _THIS.c.owner,
+    )
+    .limit(1)
+)
+
+
 @functools.cache
-def _claim_statement(takeover: bool) -> Update:
+def _claim_statement(takeover: bool, limited: bool = False) -> Update:
     claimable = JOBS.c.state == JobState.QUEUED
     if takeover:
         silent = and_(
             JOBS.c.state == JobState.RUNNING, JOBS.c.heartbeat_at < bindparam("silent_since")
         )
         claimable = or_(claimable, silent)
+    if limited:
+        # The key's other running jobs of this type (not this one: a takeover is one of
+        # them). Checked in the claim, not locked: concurrent claims may pass it together.
+        running = (
+            select(func.count())
+            .select_from(_PEER)
+            .where(
+                _PEER.c.owner == JOBS.c.owner,
+                _PEER.c.type == JOBS.c.type,
+                _PEER.c.state == JobState.RUNNING,
+                _PEER.c.id != JOBS.c.id,
+            )
+            .scalar_subquery()
+        )
+        # With auth off every caller is one owner (""): no keys to share workers among.
+        claimable = and_(claimable, or_(JOBS.c.owner == "", running < bindparam("max_running")))
     now: BindParameter[datetime] = bindparam("now")
     return (
         update(JOBS)

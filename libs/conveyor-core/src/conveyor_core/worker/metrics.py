@@ -17,6 +17,11 @@ JOBS_RETRIED = Counter(
     "Redeliveries started again after a lost worker (attempt 2 and later).",
     ["type"],
 )
+JOBS_DEFERRED = Counter(
+    "conveyor_jobs_deferred_total",
+    "Jobs sent to the back of their queue: their key had CONVEYOR_MAX_RUNNING_PER_KEY running.",
+    ["type"],
+)
 JOB_RUN_SECONDS = Histogram(
     "conveyor_job_run_duration_seconds",
     "Run time of jobs, start to outcome.",
@@ -54,6 +59,7 @@ def declare_series(job_type: str) -> None:
         JOBS_FAILED,
         JOBS_CANCELLED,
         JOBS_RETRIED,
+        JOBS_DEFERRED,
         JOB_RUN_SECONDS,
         JOB_QUEUE_WAIT_SECONDS,
         JOBS_IN_PROGRESS,

@@ -195,6 +195,14 @@ class LeaseLost(Exception):
     """The run stopped because it could not renew its heartbeat lease."""
 
 
+class OverRunningLimit(Exception):
+    """The job's key has CONVEYOR_MAX_RUNNING_PER_KEY jobs of its type running: not claimed."""
+
+    def __init__(self, pause_s: float) -> None:
+        super().__init__("its key is at CONVEYOR_MAX_RUNNING_PER_KEY")
+        self.pause_s = pause_s
+
+
 class StoreUnavailable(Exception):
     """The job store did not answer within CONVEYOR_STORE_RETRY_S: the job was not claimed."""
 
@@ -239,9 +247,11 @@ class JobRunner:
         except SQLAlchemyError as error:
             raise StoreUnavailable(str(error)) from error
         if claim is None:
-            log.info(
-                "job %s is %s; nothing to run", job_id, store.current_state(job_id) or "unknown"
-            )
+            state = store.current_state(job_id)
+            if state == JobState.QUEUED and self.settings.max_running_per_key:
+                metrics.JOBS_DEFERRED.labels(self.job_type.name).inc()
+                raise OverRunningLimit(self._defer_pause_s(store, job_id))
+            log.info("job %s is %s; nothing to run", job_id, state or "unknown")
             return
         name = self.job_type.name
         if claim.attempts > self.settings.max_attempts:
@@ -286,6 +296,12 @@ class JobRunner:
             metrics.JOBS_RETRIED.labels(name).inc()
         self._run(job_id, params, store, claim.attempts)
 
+    def _defer_pause_s(self, store: WorkerJobStore, job_id: uuid.UUID) -> float:
+        """How long to hold a job over its key's running limit before it goes back: not at
+        all while another key's job waits (skip to it), else a beat, so that a queue of one
+        key's jobs is not spun through at broker speed while its running ones finish."""
+        return 0.0 if store.other_keys_waiting(job_id) else self.settings.heartbeat_interval_s
+
     @property
     def takeover_after_s(self) -> float:
         """How long a running job's heartbeat must be silent before a redelivery takes it."""
@@ -302,8 +318,12 @@ class JobRunner:
     def _claim(
         self, store: WorkerJobStore, job_id: uuid.UUID, worker: str, redelivered: bool
     ) -> Claim | None:
+        limit = self.settings.max_running_per_key
         if not redelivered:
-            return _retrying(lambda: store.claim(job_id, worker), self.settings.store_retry_s)
+            return _retrying(
+                lambda: store.claim(job_id, worker, max_running_per_key=limit),
+                self.settings.store_retry_s,
+            )
         # The message's previous holder was lost, but its job may still look alive: for a few
         # heartbeats, or for as long as that worker takes to notice it lost RabbitMQ (a
         # one-sided disconnect: the broker redelivered at once, the worker learns from its
@@ -314,7 +334,7 @@ class JobRunner:
         deadline = time.monotonic() + self.takeover_wait_s
         while True:
             claim = _retrying(
-                lambda: store.claim(job_id, worker, self.takeover_after_s),
+                lambda: store.claim(job_id, worker, self.takeover_after_s, limit),
                 self.settings.store_retry_s,
             )
             if claim is not None or time.monotonic() > deadline:
@@ -461,6 +481,7 @@ def build_worker_app(
         time_limit=runner.time_limit_s,
     )
     def execute(task: Task, job_id: str) -> None:
+        handed_back = False
         try:
             delivery = task.request.delivery_info or {}
             runner.execute(
@@ -469,13 +490,21 @@ def build_worker_app(
                 redelivered=bool(delivery.get("redelivered")),
             )
         except StoreUnavailable as error:
-            _hand_back(task, job_type, job_id, error)
+            log.warning("job %s: job store unavailable (%s); handing the job back", job_id, error)
+            handed_back = True
+            _hand_back(task, job_type, job_id, f"job store unavailable: {error}")
+        except OverRunningLimit as over:
+            log.info("job %s: %s; to the back of the queue", job_id, over)
+            handed_back = True
+            time.sleep(over.pause_s)
+            _hand_back(task, job_type, job_id, str(over))
         except LeaseLost as lost:
             # Its message goes back (a no-op once handed over: the reaper requeues the job
             # then); a redelivery takes the job over once the store answers again.
             raise Reject(str(lost), requeue=True) from lost
         finally:
-            runner.count_job_and_stop_when_done()
+            if not handed_back:  # CONVEYOR_WORKER_MAX_JOBS counts jobs run, not passed on
+                runner.count_job_and_stop_when_done()
 
     @signals.worker_ready.connect(weak=False)
     def _declare_dead_letter_queue(sender: Any = None, **_: Any) -> None:
@@ -512,16 +541,15 @@ def _with_source_resolved(params: Any, store: WorkerJobStore) -> Any:
     return params.model_copy(update={"source": location})
 
 
-def _hand_back(task: Task, job_type: JobType, job_id: str, error: StoreUnavailable) -> None:
-    """Give an unclaimed job's message back while the job store is down, as a new message.
+def _hand_back(task: Task, job_type: JobType, job_id: str, reason: str) -> None:
+    """Give an unclaimed job's message back, as a new message at the back of its queue.
 
-    Rejected with requeue, a message counts a delivery each time, and a store outage
-    longer than the queue's delivery limit allows would dead-letter it: the job would sit
-    `queued` forever. A fresh copy, confirmed by RabbitMQ before this one is acked, starts
-    its count anew; the job runs once the store is back (a duplicate is dropped by the
-    claim). Only if RabbitMQ refuses the copy too is the message rejected.
+    Rejected with requeue, a message counts a delivery each time, and a store outage (or a
+    key at its running limit) longer than the queue's delivery limit allows would
+    dead-letter it: the job would sit `queued` forever. A fresh copy, confirmed by RabbitMQ
+    before this one is acked, starts its count anew (a duplicate is dropped by the claim).
+    Only if RabbitMQ refuses the copy too is the message rejected.
     """
-    log.warning("job %s: job store unavailable (%s); handing the job back", job_id, error)
     try:
         task.app.send_task(
             job_type.task_name,
@@ -531,7 +559,7 @@ def _hand_back(task: Task, job_type: JobType, job_id: str, error: StoreUnavailab
             routing_key=job_type.queue,
         )
     except Exception as publish_error:
-        raise Reject(f"job store and broker unavailable: {error}", requeue=True) from publish_error
+        raise Reject(f"{reason}; broker unavailable", requeue=True) from publish_error
 
 
 def run_worker(job_type: JobType, implementation: Implementation, short_name: str) -> None:
