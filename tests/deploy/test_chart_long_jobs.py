@@ -7,8 +7,10 @@ settings that bound a job, and the defaults refuse storage that would stay Pendi
 
 from __future__ import annotations
 
+import base64
 import math
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,12 @@ from chart_support import (
     validate,
 )
 from conveyor_core.settings import Settings
+from conveyor_core.store import utcnow
+from conveyor_core.store.engine import make_sync_engine
+from conveyor_core.store.migrate import upgrade_to_head
+from sqlalchemy import text
+from support.rows import insert_job
+from support.stack import postgres_database
 
 SCENARIOS = pytest.mark.parametrize("values", CI_VALUES, ids=scenario_name)
 MiB = 1024 * 1024
@@ -36,7 +44,6 @@ DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()
 BASE = [
     "secrets.brokerUrl=amqp://u:p@rabbitmq:5672/%2F",
     "secrets.databaseUrl=postgresql+psycopg://u:p@postgres:5432/conveyor",
-    "secrets.rabbitmqManagementUrl=http://u:p@rabbitmq:15672/%2F",
     "artifacts.url=s3://bucket/prefix",
 ]
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "POLARS_MAX_THREADS")
@@ -55,7 +62,64 @@ def worker_pod(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return named(objects, "ScaledJob", full)["spec"]["jobTargetRef"]["template"]
 
 
-# --- 1. ScaledJob rollouts
+# --- 1. The scaling signal: queued + running jobs of the type, from the job store
+
+
+def _trigger_queries(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """Each autoscaled worker's trigger query, by worker name."""
+    queries = {}
+    for obj in [*by_kind(objects, "ScaledObject"), *by_kind(objects, "ScaledJob")]:
+        (trigger,) = obj["spec"]["triggers"]
+        assert trigger["type"] == "postgresql"
+        queries[obj["metadata"]["name"].removeprefix("conveyor-worker-")] = trigger["metadata"][
+            "query"
+        ]
+    return queries
+
+
+def test_the_scaling_query_counts_every_queued_and_running_job_of_its_type_whatever_its_age():
+    """The rendered query, run on a migrated job store: a job running for hours, acked by
+    the hand-over long ago, is still demand; finished jobs and other types are not."""
+    queries = _trigger_queries(render([ci("scaledjob")], BASE))
+    assert set(queries) == {"ml", "cmd", "data"}
+    hours_ago = utcnow() - timedelta(hours=5)
+    with postgres_database() as url:
+        upgrade_to_head(url)
+        engine = make_sync_engine(url)
+        for state in ("queued", "queued", "running", "succeeded", "failed", "cancelled"):
+            insert_job(engine, state=state)
+        insert_job(engine, state="running", started_at=hours_ago, handed_over_at=hours_ago)
+        insert_job(engine, type="ml.train", state="running", started_at=hours_ago)
+        with engine.connect() as connection:
+            counts = {name: connection.scalar(text(q)) for name, q in queries.items()}
+        engine.dispose()
+    assert counts == {"cmd": 4, "ml": 1, "data": 0}
+
+
+def _keda_url(sets: list[str]) -> str:
+    (secret,) = [
+        s for s in by_kind(render(sets=sets), "Secret") if "CONVEYOR_BROKER_URL" in s["data"]
+    ]
+    return base64.b64decode(secret["data"]["KEDA_POSTGRESQL_URL"]).decode()
+
+
+def test_keda_reads_the_job_store_with_the_database_url_in_libpq_form():
+    assert _keda_url(BASE) == "postgresql://u:p@postgres:5432/conveyor"
+    # A narrower role for KEDA (SELECT on jobs) replaces it.
+    readonly = "postgresql://keda:pw@postgres:5432/conveyor"
+    assert _keda_url([*BASE, f"secrets.kedaPostgresqlUrl={readonly}"]) == readonly
+
+
+@pytest.mark.parametrize("strategy", ["accurate", "eager", "custom"])
+def test_a_scaledjob_strategy_that_expects_a_queued_only_count_is_refused(strategy):
+    # They subtract pending Jobs only, or none: with running jobs in the count, each
+    # running job would get a second Kubernetes Job.
+    sets = [*BASE, f"workers.ml.keda.scaledJob.scalingStrategy={strategy}"]
+    with pytest.raises(RenderError, match="scalingStrategy"):
+        render([ci("scaledjob")], sets)
+
+
+# --- 2. ScaledJob rollouts
 
 
 def test_a_scaledjob_change_lets_running_jobs_finish():
@@ -88,7 +152,7 @@ def test_a_scaledjob_pod_that_finds_no_message_exits_instead_of_idling():
             assert "CONVEYOR_WORKER_IDLE_EXIT_S" not in names  # long-lived workers stay
 
 
-# --- 2. node scale-down
+# --- 3. node scale-down
 
 
 def worker_templates(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -135,7 +199,7 @@ def test_a_pod_annotation_of_the_same_name_wins_without_a_duplicate_key(tmp_path
     assert annotations["karpenter.sh/do-not-disrupt"] == "false"
 
 
-# --- 3a. the Ingress publishes the API, not /metrics
+# --- 6a. the Ingress publishes the API, not /metrics
 
 
 def _app_paths() -> list[str]:
@@ -200,7 +264,7 @@ def test_an_ingress_path_that_publishes_metrics_fails(path):
         )
 
 
-# --- 3b. the Ingress takes uploads as large as the gateway does
+# --- 6b. the Ingress takes uploads as large as the gateway does
 
 
 def test_production_ingress_takes_the_gateways_largest_upload():
@@ -229,7 +293,7 @@ def test_the_ingress_body_limit_follows_config_and_an_explicit_annotation_wins()
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "2g"
 
 
-# --- 4a. the cmd worker's memory limit holds its commands
+# --- 7a. the cmd worker's memory limit holds its commands
 
 
 def _cmd_floor(concurrency: int, per_command: int) -> int:
@@ -297,7 +361,7 @@ def test_an_unreadable_memory_quantity_fails_with_its_name():
         render(sets=[*BASE, "workers.cmd.resources.limits.memory=lots"])
 
 
-# --- 4b. thread pools sized to the pod, not the node
+# --- 7b. thread pools sized to the pod, not the node
 
 
 @SCENARIOS
@@ -333,7 +397,7 @@ def test_thread_count_follows_the_cpu_limit_or_the_threads_value(sets, expected)
         assert {env[var] for var in THREAD_VARS} == {str(count)}, worker
 
 
-# --- 4c. the command timeout fits in the worker's time limit
+# --- 7c. the command timeout fits in the worker's time limit
 
 
 def test_default_cmd_timeout_fits_under_the_soft_time_limit():
@@ -366,7 +430,7 @@ def test_a_longer_command_timeout_renders_with_longer_worker_limits():
     )
 
 
-# --- 5. defaults that install on a stock cluster
+# --- 8a. defaults that install on a stock cluster
 
 
 def test_no_storage_choice_fails_with_what_to_set():
@@ -396,7 +460,7 @@ def test_each_storage_choice_renders(sets, claim):
         assert c["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
-# --- 6. docker compose
+# --- 8b. docker compose
 
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

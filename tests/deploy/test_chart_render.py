@@ -132,18 +132,18 @@ def test_each_worker_scales_on_its_own_queue_counting_unacked_jobs(values):
         assert len(triggers) == 1
         trigger = triggers[0]
         meta = trigger["metadata"]
-        assert trigger["type"] == "rabbitmq"
-        assert meta["queueName"] == QUEUE_OF_WORKER[worker]
-        # HTTP (management API) counts ready + unacknowledged: a busy pod is demand.
-        assert meta["protocol"] == "http"
-        assert meta["mode"] == "QueueLength"
-        assert meta.get("excludeUnacknowledged", "false") == "false"
-        assert "host" not in meta, "credentials belong in the TriggerAuthentication"
-        assert int(meta["value"]) >= 1
-        assert float(meta["activationValue"]) >= 0
+        # The job store's queued and running jobs of the worker's type: a busy pod is
+        # demand, whatever the age of its job (tests/deploy/test_chart_long_jobs.py runs it).
+        assert trigger["type"] == "postgresql"
+        job_type = QUEUE_OF_WORKER[worker].removeprefix("conveyor.")
+        assert f"type = '{job_type}'" in meta["query"]
+        assert "state IN ('queued', 'running')" in meta["query"]
+        assert "connection" not in meta, "credentials belong in the TriggerAuthentication"
+        assert int(meta["targetQueryValue"]) >= 1
+        assert float(meta["activationTargetQueryValue"]) >= 0
         auth = auths[trigger["authenticationRef"]["name"]]
         refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
-        assert refs["host"]["key"] == "RABBITMQ_MANAGEMENT_URL"
+        assert refs["connection"]["key"] == "KEDA_POSTGRESQL_URL"
         seen.append(worker)
     assert len(seen) == len(set(seen))
     if scenario_name(values) != "keda-off":
@@ -162,14 +162,16 @@ def test_each_worker_deployment_names_the_queue_it_consumes(values):
 
 
 @SCENARIOS
-def test_cooldown_outlasts_grace_and_grace_outlasts_the_longest_job(values):
+def test_grace_outlasts_the_longest_job_and_scale_in_is_gradual(values):
     objects = render([values])
     deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
     for so in by_kind(objects, "ScaledObject"):
         target = deployments[so["spec"]["scaleTargetRef"]["name"]]
         spec = target["spec"]["template"]["spec"]
         grace = spec["terminationGracePeriodSeconds"]
-        assert so["spec"]["cooldownPeriod"] > grace
+        # A pod with a running job is never scaled to zero (the trigger counts running jobs),
+        # so the cooldown is minutes, not tied to the grace (test_chart_long_jobs.py).
+        assert 0 < so["spec"]["cooldownPeriod"] < grace
         assert so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
         assert "replicas" not in target["spec"], "the HPA owns replicas"
         behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
@@ -240,7 +242,6 @@ def test_chart_defaults_refuse_to_pretend_a_database_exists():
 URLS = [
     "secrets.brokerUrl=amqp://u:p@rabbitmq:5672/%2F",
     "secrets.databaseUrl=postgresql+psycopg://u:p@postgres:5432/conveyor",
-    "secrets.rabbitmqManagementUrl=http://u:p@rabbitmq:15672/%2F",
     # not a URL, but required as well: the chart does not guess a storage class
     "artifacts.persistence.storageClass=efs-sc",
 ]
@@ -251,8 +252,6 @@ URLS = [
     [
         (["secrets.brokerUrl=amqp://u:p@rabbitmq:5672/%2F"], r"deploys neither"),
         ([*URLS[::2], "secrets.databaseUrl=sqlite:///var/conveyor.db"], r"SQLite"),
-        (URLS[:2], r"RABBITMQ_MANAGEMENT_URL"),
-        ([*URLS, "workers.ml.keda.cooldownPeriod=60"], r"workers\.ml\.keda\.cooldownPeriod \(60\)"),
         (
             [*URLS, "workers.data.terminationGracePeriodSeconds=30"],
             r"shorter than timeLimitSeconds",
@@ -303,7 +302,7 @@ def test_scaledjob_mode_runs_one_pod_per_job():
     assert env["CONVEYOR_WORKER_MAX_JOBS"] == "1"
     assert target["activeDeadlineSeconds"] > pod["terminationGracePeriodSeconds"]
     assert job["spec"]["scalingStrategy"]["strategy"] == "default"
-    assert job["spec"]["triggers"][0]["metadata"]["value"] == "1"
+    assert job["spec"]["triggers"][0]["metadata"]["targetQueryValue"] == "1"
 
 
 def test_a_disabled_worker_leaves_nothing_behind():

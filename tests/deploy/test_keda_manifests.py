@@ -50,18 +50,28 @@ def test_manifests_match_the_keda_crds(path):
         validate(obj)
 
 
-def test_one_scaled_object_per_job_type_on_its_queue_counting_unacked():
+def test_one_scaled_object_per_job_type_counting_its_queued_and_running_jobs():
     objects = [o for p in GENERATED for o in load_manifests(p)]
     scaled = {
-        o["spec"]["triggers"][0]["metadata"]["queueName"]: o
+        o["spec"]["scaleTargetRef"]["name"].removeprefix("conveyor-worker-"): o
         for o in objects
         if o["kind"] == "ScaledObject"
     }
-    assert set(scaled) == {job.queue for job in JOB_TYPES.values()}
+    assert {f"{name}.{kind}" for name, kind in _types_of(scaled)} == set(JOB_TYPES)
     auth = {o["metadata"]["name"] for o in objects if o["kind"] == "TriggerAuthentication"}
-    for queue, obj in scaled.items():
+    for obj in scaled.values():
         trigger = obj["spec"]["triggers"][0]
-        assert trigger["metadata"]["protocol"] == "http"
-        assert trigger["metadata"].get("excludeUnacknowledged", "false") == "false"
+        assert trigger["type"] == "postgresql"
+        assert "state IN ('queued', 'running')" in trigger["metadata"]["query"]
         assert trigger["authenticationRef"]["name"] in auth
-        assert obj["spec"]["scaleTargetRef"]["name"].startswith("conveyor-worker-"), queue
+
+
+def _types_of(scaled: dict[str, dict]) -> list[tuple[str, str]]:
+    """(worker, job kind) of each ScaledObject, read from the type its query counts."""
+    found = []
+    for name, obj in scaled.items():
+        query = obj["spec"]["triggers"][0]["metadata"]["query"]
+        job_type = query.split("type = '")[1].split("'")[0]
+        assert job_type.startswith(f"{name}."), (name, job_type)
+        found.append((name, job_type.removeprefix(f"{name}.")))
+    return found

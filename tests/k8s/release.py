@@ -68,7 +68,7 @@ def connection_secret(cp: ControlPlane, namespace: str, name: str, vhost: str, d
             "stringData": {
                 "CONVEYOR_BROKER_URL": f"amqp://guest:guest@{HOST}:5672/{quoted}",
                 "CONVEYOR_DATABASE_URL": db_url,
-                "RABBITMQ_MANAGEMENT_URL": f"http://guest:guest@{HOST}:15672/{quoted}",
+                "KEDA_POSTGRESQL_URL": db_url.replace("postgresql+psycopg://", "postgresql://"),
             },
         }
     )

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -53,6 +54,9 @@ SECRET = "conveyor-connections"
 CMD_CONCURRENCY = 2  # jobsPerReplica defaults to it: the ScaledObject's target value
 BURST = 6  # cmd.run jobs submitted at once in S2/S3
 SLEEP_S = 25
+HANDOVER_S = 4  # config.ack_handover_after_s: jobs longer than this have their message acked
+LONG_S = 40  # S4's long jobs: ten times the hand-over
+COOLDOWN_S = 10  # S5: seconds at zero queued and running jobs before the last pod goes
 
 
 @dataclass
@@ -119,8 +123,15 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
             f"artifacts.url=file://{artifacts}",
             "workers.data.enabled=false",  # S7
             f"workers.cmd.concurrency={CMD_CONCURRENCY}",
+            f"config.ack_handover_after_s={HANDOVER_S}",
             "workers.cmd.keda.pollingInterval=2",
             "workers.ml.keda.pollingInterval=2",
+            f"workers.cmd.keda.cooldownPeriod={COOLDOWN_S}",
+            f"workers.ml.keda.cooldownPeriod={COOLDOWN_S}",
+            # Scale-in as fast as the HPA allows: a metric that dropped a busy pod's job
+            # would show within seconds (S4), not after the default ten-minute window.
+            "workers.cmd.keda.scaleDown.stabilizationWindowSeconds=0",
+            "workers.cmd.keda.scaleDown.periodSeconds=5",
         ]
         t0 = time.monotonic()
         try:
@@ -237,6 +248,20 @@ def burst(release: Release) -> list[str]:
     return ids
 
 
+def _external_metric(release: Release, scaled_object: str) -> int:
+    """The value KEDA's metrics adapter serves the HPA of `scaled_object`, read as the HPA
+    controller reads it: through the API server's external metrics API."""
+    hpa = get_json(release.cp, "hpa", scaled_object, "-n", NAMESPACE)
+    name = hpa["spec"]["metrics"][0]["external"]["metric"]["name"]
+    selector = urllib.parse.quote(f"scaledobject.keda.sh/name={scaled_object}", safe="")
+    path = (
+        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{name}"
+        f"?labelSelector={selector}"
+    )
+    items = json.loads(release.cp.kubectl("get", "--raw", path).stdout)["items"]
+    return int(items[0]["value"])
+
+
 def test_s2_keda_external_metric_matches_rabbitmq(release: Release, burst: list[str]) -> None:
     cp = release.cp
     hpa = get_json(cp, "hpa", f"{RELEASE}-worker-cmd", "-n", NAMESPACE)
@@ -244,18 +269,15 @@ def test_s2_keda_external_metric_matches_rabbitmq(release: Release, burst: list[
     metric = hpa["spec"]["metrics"][0]["external"]
     target = metric["target"]
     assert target == {"type": "AverageValue", "averageValue": str(CMD_CONCURRENCY)}, target
-    selector = urllib.parse.quote(f"scaledobject.keda.sh/name={RELEASE}-worker-cmd", safe="")
-    path = (
-        f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/"
-        f"{metric['metric']['name']}?labelSelector={selector}"
-    )
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[int, int]] = []
 
     def matches() -> bool:
-        items = json.loads(cp.kubectl("get", "--raw", path).stdout)["items"]
-        value, rabbit = items[0]["value"], queue_messages(release.vhost, "conveyor.cmd.run")
+        # Before a worker starts, the job store's queued + running count (the trigger) and
+        # RabbitMQ's ready + unacked count are the same jobs.
+        value = _external_metric(release, f"{RELEASE}-worker-cmd")
+        rabbit = queue_messages(release.vhost, "conveyor.cmd.run")
         seen.append((value, rabbit))
-        return bool(value == str(rabbit) == str(BURST))
+        return value == rabbit == BURST
 
     try:
         release.wait(f"external metric == RabbitMQ's count == {BURST}", matches, timeout=60)
@@ -290,10 +312,164 @@ def test_s3_scale_from_zero_runs_the_burst_concurrently(release: Release, burst:
     assert len(running) >= want
 
 
-# --- S4: helm upgrade to a ScaledJob: one Kubernetes Job per queued job ---------------
+def _jobs(release: Release, ids: list[str]) -> dict[str, dict[str, Any]]:
+    with release.gateway() as client:
+        return {job_id: client.get(f"/v1/jobs/{job_id}").json() for job_id in ids}
 
 
-def test_s4_upgrade_to_scaledjob_runs_one_job_per_pod(release: Release) -> None:
+def _submit(release: Release, job_type: str, params: dict[str, Any], count: int) -> list[str]:
+    with release.gateway() as client:
+        ids = []
+        for _ in range(count):
+            response = client.post("/v1/jobs", json={"type": job_type, "params": params})
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+    return ids
+
+
+def _cmd_pods(release: Release) -> list[Any]:
+    return [p for p in release.kubelet.snapshot() if p.name.startswith(f"{RELEASE}-worker-cmd")]
+
+
+# --- S5: back to zero after the burst, and no job was killed by a scale-in -----------
+
+
+def test_s5_workers_scale_to_zero_after_the_burst_and_every_job_ran_once(
+    release: Release, burst: list[str]
+) -> None:
+    cmd = f"{RELEASE}-worker-cmd"
+    release.wait(f"{cmd} scaled to 0", lambda: _replicas(release.cp, cmd) == 0, timeout=120)
+    release.wait(
+        "every cmd worker process stopped",
+        lambda: all(p.process is None or p.process.poll() is not None for p in _cmd_pods(release)),
+        timeout=90,
+    )
+    jobs = _jobs(release, burst)
+    assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs.values()), jobs
+    stopped = [p for p in _cmd_pods(release) if p.kill_at is not None]
+    assert stopped and not any(p.sigkilled for p in stopped), [p.name for p in stopped]
+
+
+# --- S4: jobs older than the ack hand-over keep their pods; a new job is not starved ---
+
+
+def test_s4_long_jobs_past_the_hand_over_keep_their_pod_and_a_new_job_gets_one(
+    release: Release,
+) -> None:
+    cp, cmd = release.cp, f"{RELEASE}-worker-cmd"
+    assert _replicas(cp, cmd) == 0  # S5 left the cmd workers at zero
+    sleep = {"command": "sleep", "args": [str(LONG_S)]}
+    long_ids = _submit(release, "cmd.run", sleep, CMD_CONCURRENCY)  # one pod's worth
+    release.wait(
+        "both long jobs running",
+        lambda: all(j["state"] == "running" for j in _jobs(release, long_ids).values()),
+        timeout=90,
+    )
+    # Past the hand-over both messages are acked: RabbitMQ counts neither job any more.
+    release.wait(
+        "the hand-over acked both messages",
+        lambda: queue_messages(release.vhost, "conveyor.cmd.run") == 0,
+        timeout=HANDOVER_S + 30,
+    )
+    # The trigger still counts both, so the busy pod stays (the HPA syncs every 5 s and may
+    # scale in at once in these values).
+    held_until = time.monotonic() + 15
+    while time.monotonic() < held_until:
+        assert _external_metric(release, cmd) == CMD_CONCURRENCY
+        assert _replicas(cp, cmd) == 1
+        time.sleep(1)
+
+    # A job submitted now finds the pod's processes busy: it gets a pod of its own.
+    (short,) = _submit(release, "cmd.run", {"command": "sleep", "args": ["2"]}, 1)
+    release.wait(f"{cmd} scaled to 2", lambda: _replicas(cp, cmd) == 2, timeout=60)
+    release.wait(
+        "the new job succeeded",
+        lambda: _jobs(release, [short])[short]["state"] == "succeeded",
+        timeout=90,
+    )
+    still = _jobs(release, long_ids)
+    assert all(j["state"] == "running" for j in still.values()), "it waited for the long jobs"
+
+    release.wait(
+        "the long jobs succeeded",
+        lambda: all(j["state"] == "succeeded" for j in _jobs(release, long_ids).values()),
+        timeout=LONG_S + 60,
+    )
+    jobs = _jobs(release, [*long_ids, short])
+    assert all(j["attempts"] == 1 for j in jobs.values()), jobs
+    release.wait(f"{cmd} back to 0", lambda: _replicas(cp, cmd) == 0, timeout=120)
+    assert not any(p.sigkilled for p in _cmd_pods(release))
+
+
+# --- S8: RabbitMQ down: the gateway stays in its Service and serves everything but submits
+
+
+def _ready_api_endpoints(release: Release) -> int:
+    slices = get_json(
+        release.cp, "endpointslices", "-n", NAMESPACE, "-l",
+        f"kubernetes.io/service-name={RELEASE}-api",
+    )  # fmt: skip
+    return sum(
+        1
+        for item in slices["items"]
+        for endpoint in item.get("endpoints") or []
+        if endpoint.get("conditions", {}).get("ready")
+    )
+
+
+def test_s8_with_rabbitmq_down_reads_still_reach_the_gateway_through_its_service(
+    release: Release, burst: list[str]
+) -> None:
+    """This stops the machine's RabbitMQ application: nothing else may use it meanwhile
+    (the suite runs one test at a time)."""
+    assert _ready_api_endpoints(release) >= 1
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+    try:
+
+        def degraded() -> bool:
+            with release.gateway() as client:
+                return bool(client.get("/readyz").json()["status"] == "degraded")
+
+        release.wait("the gateway reports the broker down", degraded, timeout=60)
+        # Readiness is about this process serving, not about RabbitMQ: the endpoint stays
+        # ready through several probe periods (the kubelet probes every second or so).
+        held_until = time.monotonic() + 15
+        while time.monotonic() < held_until:
+            assert _ready_api_endpoints(release) >= 1
+            time.sleep(1)
+        with release.gateway() as client:
+            job = client.get(f"/v1/jobs/{burst[0]}")
+            assert job.status_code == 200 and job.json()["state"] == "succeeded", job.text
+            assert client.get("/v1/jobs").status_code == 200
+            body = {"type": "cmd.run", "params": {"command": "echo", "args": ["x"]}}
+            refused = client.post("/v1/jobs", json=body)
+            assert refused.status_code == 503, refused.text
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
+        subprocess.run(["rabbitmqctl", "-q", "await_startup"], check=True, timeout=120)
+
+    def ok() -> bool:
+        with release.gateway() as client:
+            return bool(client.get("/readyz").json()["status"] == "ok")
+
+    release.wait("the gateway reconnected", ok, timeout=90)
+
+
+# --- S6: ScaledJob: one Kubernetes Job per job; an upgrade mid-job kills none ---------
+
+
+ML_LONG = {
+    "dataset": "synthetic",
+    "n_samples": 8000,
+    "model": "random_forest",
+    "hyperparameters": {"n_estimators": 600},
+}
+ML_SHORT = {"dataset": "iris", "model": "logistic_regression"}
+
+
+def test_s6_scaledjob_runs_a_pod_per_job_and_an_upgrade_mid_job_kills_none(
+    release: Release,
+) -> None:
     cp = release.cp
     ml = f"{RELEASE}-worker-ml"
     # The pre-upgrade hook (migrations) runs again, as a new Job the kubelet runs.
@@ -306,31 +482,61 @@ def test_s4_upgrade_to_scaledjob_runs_one_job_per_pod(release: Release) -> None:
         f"Deployment {ml} removed",
         lambda: cp.kubectl("get", "deploy", ml, "-n", NAMESPACE, check=False).returncode != 0,
     )
-    body = {"type": "ml.train", "params": {"dataset": "iris", "model": "logistic_regression"}}
-    with release.gateway() as client:
-        ids = [client.post("/v1/jobs", json=body).json()["id"] for _ in range(2)]
+
+    def kube_jobs() -> dict[str, dict[str, Any]]:
+        items = get_json(cp, "jobs", "-n", NAMESPACE, "-l", f"scaledjob.keda.sh/name={ml}")
+        return {job["metadata"]["name"]: job for job in items["items"]}
+
+    long_ids = _submit(release, "ml.train", ML_LONG, 2)
+    release.wait(
+        "both long trainings running",
+        lambda: all(j["state"] == "running" for j in _jobs(release, long_ids).values()),
+        timeout=120,
+    )
+    first_jobs = set(kube_jobs())
+    assert len(first_jobs) == 2, first_jobs  # one Kubernetes Job per queued job
+    release.wait(
+        "the hand-over acked both messages",
+        lambda: queue_messages(release.vhost, "conveyor.ml.train") == 0,
+        timeout=HANDOVER_S + 30,
+    )
+
+    # A config change while they run: a new pod template (its checksum changes). With the
+    # `gradual` rollout KEDA leaves the running Jobs alone.
+    helm(
+        cp, "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values", "--timeout", "5m",
+        "--set", "config.job_retention_s=86400",
+    )  # fmt: skip
+    # Jobs queued meanwhile get Jobs of their own: the running ones are in the count, and
+    # KEDA's `default` strategy subtracts exactly them.
+    short_ids = _submit(release, "ml.train", ML_SHORT, 2)
+    every = [*long_ids, *short_ids]
     jobs: dict[str, dict[str, Any]] = {}
 
     def all_finished() -> bool:
-        with release.gateway() as client:
-            for job_id in ids:
-                jobs[job_id] = client.get(f"/v1/jobs/{job_id}").json()
+        jobs.update(_jobs(release, every))
         return all(job["state"] in ("succeeded", "failed", "cancelled") for job in jobs.values())
 
-    release.wait("both ml.train jobs finished", all_finished, timeout=240)
-    assert all(job["state"] == "succeeded" for job in jobs.values()), jobs
+    release.wait("every ml.train job finished", all_finished, timeout=300)
+    assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs.values()), jobs
+    long_done = min(datetime.fromisoformat(jobs[i]["finished_at"]) for i in long_ids)
+    for job_id in short_ids:  # not starved behind the long ones
+        assert datetime.fromisoformat(jobs[job_id]["started_at"]) < long_done, jobs
     with release.gateway() as client:  # the model is in the store every pod shares
-        for job_id in ids:
+        for job_id in every:
             model = client.get(f"/v1/jobs/{job_id}/artifacts/model.skops")
             assert model.status_code == 200 and len(model.content) > 1000
 
-    # Each job ran in a pod of its own that exited 0 after it (CONVEYOR_WORKER_MAX_JOBS=1),
-    # so its Kubernetes Job completed.
-    def two_jobs_complete() -> bool:
-        items = get_json(cp, "jobs", "-n", NAMESPACE, "-l", f"scaledjob.keda.sh/name={ml}")
-        return sum(1 for job in items["items"] if job["status"].get("succeeded") == 1) >= 2
+    # The first two Jobs survived the upgrade, and each pod exited 0 after its one job
+    # (CONVEYOR_WORKER_MAX_JOBS=1), so every Job completed.
+    def completed() -> bool:
+        now = kube_jobs()
+        done = [name for name, job in now.items() if job["status"].get("succeeded") == 1]
+        return first_jobs <= set(done) and len(done) >= len(every)
 
-    release.wait("two completed Jobs of the ScaledJob", two_jobs_complete, timeout=90)
+    release.wait("every Kubernetes Job completed", completed, timeout=120)
+    pods = [p for p in release.kubelet.snapshot() if p.name.startswith(ml)]
+    assert not any(p.sigkilled for p in pods), [p.name for p in pods if p.sigkilled]
 
 
 # --- S1 (end): uninstall ---------------------------------------------------------------

@@ -197,12 +197,9 @@ Call with (dict "root" $ "component" .Values.api "defaults" (dict ...)).
 {{- end }}
 {{- end }}
 
-{{- define "conveyor.worker.cooldownPeriod" -}}
-{{- if kindIs "invalid" .worker.keda.cooldownPeriod }}
-{{- add (include "conveyor.worker.gracePeriod" . | int) 120 }}
-{{- else }}
-{{- int .worker.keda.cooldownPeriod }}
-{{- end }}
+{{- /* The job type a worker runs: its queue is "conveyor." + the type (JobType.queue). */}}
+{{- define "conveyor.worker.jobType" -}}
+{{- trimPrefix "conveyor." .worker.queue }}
 {{- end }}
 
 {{- define "conveyor.worker.jobsPerReplica" -}}
