@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import typing
+from typing import Any
+
 import pytest
 from conveyor_core.artifacts import ArtifactStore, UnsafePathError, check_relative_path
-from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, JOB_TYPES, ML_TRAIN, AdmissionDenied
+from conveyor_core.jobs import (
+    CMD_RUN,
+    DATA_TRANSFORM,
+    JOB_TYPES,
+    ML_TRAIN,
+    AdmissionDenied,
+    JobType,
+)
 from conveyor_core.settings import Settings
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 
 def test_every_job_type_has_its_own_task_and_queue_and_a_valid_example():
@@ -142,3 +153,34 @@ def test_s3_artifact_store_builds_urls_under_its_prefix():
     assert store.url("uploads/k/sales.csv") == "s3://conveyor-artifacts/prod/uploads/k/sales.csv"
     with pytest.raises(UnsafePathError):
         store.url("../other-bucket/x")
+
+
+def _params_models(annotation: Any) -> list[type[BaseModel]]:
+    """The params model classes of a type: the class, or each member of a union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _params_models(arg)]
+
+
+def _names_an_artifact(field: FieldInfo) -> bool:
+    """An ArtifactPath field (its checked path validator), also inside `| None`."""
+
+    def metadata(annotation: Any) -> list[Any]:
+        found = list(getattr(annotation, "__metadata__", ()))
+        return found + [m for arg in typing.get_args(annotation) for m in metadata(arg)]
+
+    every = [*field.metadata, *metadata(field.annotation)]
+    return any(getattr(meta, "func", None) is check_relative_path for meta in every)
+
+
+@pytest.mark.parametrize("job_type", JOB_TYPES.values(), ids=lambda job_type: job_type.name)
+def test_every_artifact_path_a_job_reads_is_declared_on_its_type(job_type: JobType):
+    """The gateway checks ownership, and the worker resolves job outputs, of the declared
+    fields only: a path field left out would skip both."""
+    fields = {
+        name
+        for model in _params_models(job_type.params)
+        for name, field in model.model_fields.items()
+        if _names_an_artifact(field)
+    }
+    assert set(job_type.input_artifacts) == fields

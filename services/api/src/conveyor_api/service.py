@@ -297,25 +297,28 @@ class JobService:
             id=job_id, type=job_type.name, state=JobState.QUEUED, created_at=now, replayed=False
         )
 
-    async def check_source(self, params: Any, owner: str, admin: bool) -> None:
+    async def check_inputs(self, job_type: JobType, params: Any, owner: str, admin: bool) -> None:
         """A key may read its own uploads and its own jobs' artifacts, nothing else."""
-        source: str | None = getattr(params, "source", None)
-        if source is None or admin:
+        if admin:
             return
-        parts = source.split("/")
+        for name, path in job_type.input_paths(params).items():
+            if not await self._may_read(path, owner):
+                raise SourceForbidden(
+                    f"{name} {path!r} is not yours: use uploads/{owner or 'local'}/<name> "
+                    "(PUT /v1/files/<name>) or jobs/<id of your job>/<artifact>"
+                )
+
+    async def _may_read(self, path: str, owner: str) -> bool:
+        parts = path.split("/")
         if parts[:2] == ["uploads", owner or "local"]:
-            return
+            return True
         if parts[0] == "jobs" and len(parts) > 2:
             try:
                 job_id = uuid.UUID(parts[1])
             except ValueError:
-                job_id = None
-            if job_id is not None and await self.get(job_id, owner) is not None:
-                return
-        raise SourceForbidden(
-            f"source {source!r} is not yours: use uploads/{owner or 'local'}/<name> "
-            "(PUT /v1/files/<name>) or jobs/<id of your job>/<artifact>"
-        )
+                return False
+            return await self.get(job_id, owner) is not None
+        return False
 
     # --- batches: one statement for every request that queued meanwhile
 

@@ -86,6 +86,11 @@ class JobType:
     # What this deployment allows beyond the params schema (cmd.run: its command catalog),
     # for callers to read before they are refused.
     policy: Callable[[Settings], dict[str, Any]] | None = field(default=None, compare=False)
+    # Params fields that name a file in the artifact store for the job to read. The gateway
+    # lets a key name only its own uploads and jobs there; the worker reads a job's output
+    # (`jobs/<id>/<name>`) from the attempt that published it. tests/core/test_contract.py
+    # checks that every artifact-path field of the params is listed.
+    input_artifacts: tuple[str, ...] = ()
 
     @property
     def task_name(self) -> str:
@@ -112,6 +117,11 @@ class JobType:
     def failure_of(self, params: Any, result: BaseModel) -> str | None:
         """Why `result` means the job failed, or None if it succeeded."""
         return None if self.failure is None else self.failure(params, result)
+
+    def input_paths(self, params: Any) -> dict[str, str]:
+        """The artifact-store paths these params name for the job to read, by field."""
+        paths = {name: getattr(params, name, None) for name in self.input_artifacts}
+        return {name: path for name, path in paths.items() if isinstance(path, str)}
 
     def check_admission(self, params: Any, settings: Settings) -> None:
         """Raise AdmissionDenied when policy refuses these (already valid) params."""

@@ -239,4 +239,5 @@ DATA_TRANSFORM = JobType(
     soft_time_limit_s=2 * 3600,
     time_limit_s=2 * 3600 + 120,
     admit=admit_transform,
+    input_artifacts=("source",),
 )

@@ -162,4 +162,5 @@ ML_TRAIN = JobType(
     soft_time_limit_s=6 * 3600,
     time_limit_s=6 * 3600 + 120,
     admit=admit_train,
+    input_artifacts=("source",),
 )

@@ -279,7 +279,7 @@ class JobRunner:
             return
         try:
             params = self.job_type.parse_params(claim.params)
-            params = _with_source_resolved(params, store)
+            params = _with_inputs_resolved(self.job_type, params, store)
         except ValidationError as error:
             metrics.JOBS_FAILED.labels(name).inc()
             store.finish(job_id, JobState.FAILED, error=f"invalid params: {error}")
@@ -525,20 +525,22 @@ def build_worker_app(
     return app
 
 
-def _with_source_resolved(params: Any, store: WorkerJobStore) -> Any:
-    """Point a `source` naming a job's output (`jobs/<id>/<name>`) at the file of the attempt
-    that recorded that job's outcome; any other source is read as it is."""
-    source = getattr(params, "source", None)
-    reference = job_artifact_reference(source) if isinstance(source, str) else None
-    if reference is None:
-        return params
-    location = store.artifact_location(*reference)
-    if location is None:
-        raise JobFailed(
-            f"source {source!r}: job {reference[0]} has no artifact {reference[1]!r} "
-            "(it is unknown, not finished, or produced no such file)"
-        )
-    return params.model_copy(update={"source": location})
+def _with_inputs_resolved(job_type: JobType, params: Any, store: WorkerJobStore) -> Any:
+    """Point each input naming a job's output (`jobs/<id>/<name>`) at the file of the attempt
+    that recorded that job's outcome; any other path is read as it is."""
+    resolved = {}
+    for name, path in job_type.input_paths(params).items():
+        reference = job_artifact_reference(path)
+        if reference is None:
+            continue
+        location = store.artifact_location(*reference)
+        if location is None:
+            raise JobFailed(
+                f"{name} {path!r}: job {reference[0]} has no artifact {reference[1]!r} "
+                "(it is unknown, not finished, or produced no such file)"
+            )
+        resolved[name] = location
+    return params.model_copy(update=resolved) if resolved else params
 
 
 def _hand_back(task: Task, job_type: JobType, job_id: str, reason: str) -> None:

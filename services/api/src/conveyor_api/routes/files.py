@@ -1,7 +1,7 @@
 """`/v1/files`: put input files (CSV, Parquet, JSON Lines) into the artifact store.
 
 A file lands under `uploads/<key id>/<name>`; jobs name it as their `source`. A key may
-read only its own uploads and its own jobs' artifacts (see JobService.check_source).
+read only its own uploads and its own jobs' artifacts (see JobService.check_inputs).
 Each key's uploads are bounded in count and bytes, and the maintenance loop deletes
 those not written for CONVEYOR_UPLOAD_RETENTION_S.
 """

@@ -82,7 +82,7 @@ async def accept(
     jobs, settings = job_service(request), app_settings(request)  # hot path: see deps.py
     job_type = JOB_TYPES[submission.type]
     job_type.check_admission(submission.params, settings)
-    await jobs.check_source(submission.params, caller.owner, caller.admin)
+    await jobs.check_inputs(job_type, submission.params, caller.owner, caller.admin)
     params = job_type.params_adapter.dump_python(submission.params, mode="json")
     submitted = await jobs.submit(
         job_type, params, idempotency_key=idempotency_key, owner=caller.owner
