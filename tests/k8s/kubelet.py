@@ -257,13 +257,16 @@ class ProcessKubelet:
                 self._delete(pod, pp)
             elif pp is None:
                 if not pod["spec"].get("nodeName") and pod["status"].get("phase") == "Pending":
-                    self._tend(self._admit(pod))
+                    admitted = self._admit(pod)
+                    if admitted is not None:
+                        self._tend(admitted)
             else:
                 pp.pod = pod
                 self._tend(pp)
 
-    def _admit(self, pod: Obj) -> PodProcess:
-        """Bind the pod to our Node, then prepare its process (started by `_tend`)."""
+    def _admit(self, pod: Obj) -> PodProcess | None:
+        """Bind the pod to our Node, then prepare its process (started by `_tend`); None if
+        the pod was deleted since it was listed (a ReplicaSet scaled in its newest pod)."""
         name = pod["metadata"]["name"]
         binding = {
             "apiVersion": "v1",
@@ -271,9 +274,12 @@ class ProcessKubelet:
             "metadata": {"name": name},
             "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
         }
-        self.http.post(
+        bound = self.http.post(
             f"/api/v1/namespaces/{self.namespace}/pods/{name}/binding", json=binding
-        ).raise_for_status()
+        )
+        if bound.status_code == 404:
+            return None
+        bound.raise_for_status()
         pod_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
         container = pod["spec"]["containers"][0]
         ports = {}

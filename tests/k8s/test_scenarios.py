@@ -522,10 +522,14 @@ def test_s6_scaledjob_runs_a_pod_per_job_and_an_upgrade_mid_job_kills_none(
     long_done = min(datetime.fromisoformat(jobs[i]["finished_at"]) for i in long_ids)
     for job_id in short_ids:  # not starved behind the long ones
         assert datetime.fromisoformat(jobs[job_id]["started_at"]) < long_done, jobs
-    with release.gateway() as client:  # the model is in the store every pod shares
-        for job_id in every:
-            model = client.get(f"/v1/jobs/{job_id}/artifacts/model.skops")
-            assert model.status_code == 200 and len(model.content) > 1000
+
+    def models_served() -> bool:
+        # The config change rolls the gateway too: a pod may go between pick and request.
+        with release.gateway() as client:  # the model is in the store every pod shares
+            models = [client.get(f"/v1/jobs/{i}/artifacts/model.skops") for i in every]
+        return all(m.status_code == 200 and len(m.content) > 1000 for m in models)
+
+    release.wait("every model downloadable", models_served, timeout=60)
 
     # The first two Jobs survived the upgrade, and each pod exited 0 after its one job
     # (CONVEYOR_WORKER_MAX_JOBS=1), so every Job completed.
