@@ -62,7 +62,9 @@ def with_status(scaler: dict[str, Any], *conditions: dict[str, str]) -> dict[str
     live = copy.deepcopy(scaler)
     live["status"] = {
         "conditions": list(conditions),
-        "externalMetricNames": ["s0-rabbitmq-" + scaler["spec"]["triggers"][0]["name"]],
+        "externalMetricNames": [
+            f"s0-{trigger['type']}-{trigger['name']}" for trigger in scaler["spec"]["triggers"]
+        ],
         "lastActiveTime": "2026-11-27T10:00:00Z",
     }
     if live["kind"] == "ScaledObject":
@@ -207,8 +209,18 @@ def test_a_scaledjob_is_summarised_without_a_deployment():
     (state,) = summarise_scalers([live], "ScaledJob").values()
     assert isinstance(state, ScalerState)
     assert (state.kind, state.target, state.summary) == ("ScaledJob", None, "active")
-    queue = live["spec"]["triggers"][0]["metadata"]["queueName"]
-    assert state.queue == queue
+    assert state.queue == "conveyor.ml.train"
+
+
+def test_a_scaler_of_a_chart_before_the_queue_label_is_matched_by_its_rabbitmq_trigger():
+    scaler = copy.deepcopy(named(by_kind(render([DEFAULT_VALUES]), "ScaledObject"), "-ml"))
+    del scaler["metadata"]["labels"]["conveyor.io/queue"]
+    scaler["spec"]["triggers"] = [
+        {"type": "rabbitmq", "name": "queue", "metadata": {"queueName": "conveyor.ml.train"}}
+    ]
+    assert list(summarise_scalers([scaler], "ScaledObject")) == ["conveyor.ml.train"]
+    del scaler["spec"]["triggers"][0]["metadata"]["queueName"]
+    assert summarise_scalers([scaler], "ScaledObject") == {}  # nothing names its queue
 
 
 @pytest.mark.parametrize("status", [None, {}, {"conditions": []}])

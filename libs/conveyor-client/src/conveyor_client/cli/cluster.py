@@ -1,7 +1,7 @@
 """Worker replicas and KEDA scalers, read with the official `kubernetes` client.
 
 Used by `conveyor status --cluster` when a kubeconfig or an in-cluster service account is
-present. Objects are found by the Helm chart's labels: worker Deployments carry
+present. Objects are found by the Helm chart's labels: worker Deployments and KEDA scalers carry
 `conveyor.io/queue: <queue>`, and every object `app.kubernetes.io/part-of: conveyor`.
 The summarising functions take the client's own model objects (V1Deployment) and KEDA
 objects as the dicts the CustomObjectsApi returns, so they are tested without a cluster.
@@ -77,15 +77,24 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def summarise_scalers(objects: list[dict[str, Any]], kind: str) -> dict[str, ScalerState]:
-    """Queue -> scaler state, from KEDA objects whose trigger is a RabbitMQ queue."""
+    """Queue -> scaler state, for KEDA objects labelled with their queue.
+
+    Charts before the `conveyor.io/queue` label on scalers had a RabbitMQ trigger that
+    names the queue; that is the fallback.
+    """
     scalers = {}
     for obj in objects:
         spec, status = obj.get("spec", {}), obj.get("status") or {}
-        queues = [
-            trigger.get("metadata", {}).get("queueName")
-            for trigger in spec.get("triggers", [])
-            if trigger.get("type") == "rabbitmq"
-        ]
+        labelled = (obj.get("metadata", {}).get("labels") or {}).get(QUEUE_LABEL)
+        queues = (
+            [labelled]
+            if labelled
+            else [
+                trigger.get("metadata", {}).get("queueName")
+                for trigger in spec.get("triggers", [])
+                if trigger.get("type") == "rabbitmq"
+            ]
+        )
         ready, active = _condition(status, "Ready"), _condition(status, "Active")
         target = spec.get("scaleTargetRef", {}).get("name") if kind == "ScaledObject" else None
         for queue in filter(None, queues):
