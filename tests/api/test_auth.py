@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 
-import httpx
 import pytest
 from conveyor_api.main import create_app
 from conveyor_core.store.engine import make_sync_engine
@@ -31,12 +30,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         CONVEYOR_MAX_UPLOAD_BYTES="10000",
     ) as running:
         yield running
-
-
-def as_key(stack: Stack, secret: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=stack.base_url, timeout=30, headers={"Authorization": f"Bearer {secret}"}
-    )
 
 
 def test_openapi_declares_the_bearer_scheme_on_authenticated_routes():
@@ -69,9 +62,9 @@ def test_a_key_sees_only_its_own_jobs_and_an_admin_sees_all(stack: Stack):
     alice, bob = api_keys(stack, "create", "alice"), api_keys(stack, "create", "bob")
     root = api_keys(stack, "create", "root", "--admin")
     with (
-        as_key(stack, alice) as as_alice,
-        as_key(stack, bob) as as_bob,
-        as_key(stack, root) as as_root,
+        stack.client(api_key=alice) as as_alice,
+        stack.client(api_key=bob) as as_bob,
+        stack.client(api_key=root) as as_root,
     ):
         job_id = as_alice.post("/v1/jobs", json=ECHO).json()["id"]
         compat_id = as_alice.post("/execute", params={"command": "echo hi"}).json()["task_id"]
@@ -97,7 +90,7 @@ def test_keys_are_hashed_at_rest_and_revocation_takes_effect(stack: Stack):
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT * FROM api_keys")).all()
     assert rows and not any(secret in str(value) for row in rows for value in row)
-    with as_key(stack, secret) as as_carol:
+    with stack.client(api_key=secret) as as_carol:
         assert as_carol.get("/v1/jobs").status_code == 200
         api_keys(stack, "revoke", "carol")
         time.sleep(0.6)  # CONVEYOR_AUTH_CACHE_TTL_S
@@ -106,7 +99,7 @@ def test_keys_are_hashed_at_rest_and_revocation_takes_effect(stack: Stack):
 
 def test_rate_limit_answers_429_with_retry_after(stack: Stack):
     secret = api_keys(stack, "create", f"rate-{uuid.uuid4().hex[:6]}")
-    with as_key(stack, secret) as client:
+    with stack.client(api_key=secret) as client:
         responses = [
             client.post("/execute", params={"command": "echo 'unbalanced"}) for _ in range(6)
         ]
@@ -119,7 +112,7 @@ def test_rate_limit_answers_429_with_retry_after(stack: Stack):
 
 def test_queued_jobs_per_key_are_capped(stack: Stack):
     secret = api_keys(stack, "create", f"quota-{uuid.uuid4().hex[:6]}")
-    with as_key(stack, secret) as client:
+    with stack.client(api_key=secret) as client:
         accepted = [client.post("/v1/jobs", json=ECHO).status_code for _ in range(3)]
         refused = client.post("/v1/jobs", json=ECHO)
     assert accepted == [202, 202, 202]
@@ -130,7 +123,7 @@ def test_queued_jobs_per_key_are_capped(stack: Stack):
 def test_a_key_reads_only_its_own_files_and_job_artifacts(stack: Stack):
     alice = api_keys(stack, "create", f"files-a-{uuid.uuid4().hex[:6]}")
     bob = api_keys(stack, "create", f"files-b-{uuid.uuid4().hex[:6]}")
-    with as_key(stack, alice) as as_alice, as_key(stack, bob) as as_bob:
+    with stack.client(api_key=alice) as as_alice, stack.client(api_key=bob) as as_bob:
         stored = as_alice.put("/v1/files/sales.csv", content=b"city,value\nOslo,1\n")
         assert stored.status_code == 201, stored.text
         path = stored.json()["path"]

@@ -19,11 +19,6 @@ HOG_JOBS = 4
 HOG_SLEEP_S = 6
 
 
-def as_key(base_url: str, secret: str) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {secret}"}
-    return httpx.Client(base_url=base_url, timeout=30, headers=headers)
-
-
 def submit(client: httpx.Client, args: list[str]) -> str:
     response = client.post(
         "/v1/jobs", json={"type": "cmd.run", "params": {"command": "sleep", "args": args}}
@@ -42,9 +37,9 @@ def test_a_key_at_its_running_limit_leaves_the_other_workers_to_other_keys(tmp_p
         CONVEYOR_WORKER_CONCURRENCY="2",
         CONVEYOR_MAX_RUNNING_PER_KEY="1",
     ) as stack:
-        hog = as_key(stack.base_url, api_keys(stack, "create", "hog"))
-        polite = as_key(stack.base_url, api_keys(stack, "create", "polite"))
-        admin = as_key(stack.base_url, api_keys(stack, "create", "ops", "--admin"))
+        hog = stack.client(api_key=api_keys(stack, "create", "hog"))
+        polite = stack.client(api_key=api_keys(stack, "create", "polite"))
+        admin = stack.client(api_key=api_keys(stack, "create", "ops", "--admin"))
         hog_jobs = [submit(hog, [str(HOG_SLEEP_S)]) for _ in range(HOG_JOBS)]
         time.sleep(1)  # the hog's backlog is in the queue first
         polite_job = submit(polite, ["0.1"])

@@ -120,8 +120,10 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30)
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        """An HTTP client of the gateway; with `api_key`, one that sends it as its key."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
     def start_service(self, name: str, argv: list[str], **extra_env: str) -> Service:
         log_path = self.workdir / f"{name}.log"

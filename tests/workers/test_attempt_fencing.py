@@ -52,9 +52,12 @@ def store(database_url: str) -> Iterator[WorkerJobStore]:
     engine.dispose()
 
 
+def worker_settings(database_url: str, root: Path) -> Settings:
+    return Settings(database_url=database_url, artifact_url=str(root), heartbeat_interval_s=0.3)
+
+
 def runner(database_url: str, root: Path) -> JobRunner:
-    settings = Settings(database_url=database_url, artifact_url=str(root), heartbeat_interval_s=0.3)
-    return JobRunner(DATA_TRANSFORM, write_own_bytes, settings)
+    return JobRunner(DATA_TRANSFORM, write_own_bytes, worker_settings(database_url, root))
 
 
 def transform_job(store: WorkerJobStore, source: str | None = None) -> uuid.UUID:
@@ -134,7 +137,7 @@ def test_a_source_naming_a_job_reads_the_winning_attempts_file(
         seen.append(params.source)
         return TransformResult(row_count=0, columns=[], duration_s=0.0)
 
-    unfinished = JobRunner(DATA_TRANSFORM, record_source, runner(database_url, root).settings)
+    unfinished = JobRunner(DATA_TRANSFORM, record_source, worker_settings(database_url, root))
     unfinished.execute(reader, "data@c/3")
     failed = row(store, reader)
     assert failed.state == "failed" and seen == []
