@@ -43,8 +43,7 @@ run: install services ## Start the gateway (127.0.0.1:8000) and the three worker
 lint: install ## ruff and mypy
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy libs/conveyor-core/src libs/conveyor-client/src services/api/src services/worker-ml/src \
-		services/worker-cmd/src services/worker-data/src
+	$(UV) run mypy $(wildcard libs/*/src services/*/src)
 
 .PHONY: format
 format: install ## Apply ruff's fixes and formatting

@@ -187,10 +187,6 @@ def tree_pss_mb(pid: int) -> float:
     return sum(_status_kb(p, "Pss", "smaps_rollup") for p in tree(pid)) / 1024
 
 
-def tree_rss_mb(pid: int) -> float:
-    return sum(_status_kb(p, "VmRSS") for p in tree(pid)) / 1024
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process so far."""
     with contextlib.suppress(OSError):

@@ -6,7 +6,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from conveyor_core.artifacts import ArtifactStore, job_artifact_path
+from conveyor_core.artifact_paths import job_artifact_path
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from support.packaging import locked_closure
+
 SERVICE_ONLY = {
     "celery",
     "kombu",
@@ -23,25 +22,12 @@ SERVICE_ONLY = {
 }
 
 
-def locked_closure(*extra: str) -> set[str]:
-    """Names of the third-party packages a conveyor-client install gets, from uv.lock."""
-    uv = shutil.which("uv") or str(REPO / ".tools" / "uv" / "bin" / "uv")  # as the Makefile
-    command = [uv, "export", "--frozen", "--package", "conveyor-client", "--no-dev"]
-    command += ["--no-hashes", "--no-emit-workspace", "--quiet", *extra]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-    return {
-        line.split("==")[0].split("[")[0]
-        for line in result.stdout.splitlines()
-        if line and not line.lstrip().startswith("#")
-    }
-
-
 def test_the_client_installs_without_the_services_libraries():
-    closure = locked_closure()
+    closure = locked_closure("conveyor-client")
     assert {"httpx", "httpx-sse", "typer", "rich", "pydantic"} <= closure
     assert not closure & SERVICE_ONLY, closure & SERVICE_ONLY
     assert "kubernetes" not in closure  # only with the `cluster` extra
-    assert "kubernetes" in locked_closure("--extra", "cluster")
+    assert "kubernetes" in locked_closure("conveyor-client", "--extra", "cluster")
 
 
 def test_the_cli_imports_without_the_services_libraries():

@@ -6,7 +6,8 @@ import typing
 from typing import Any
 
 import pytest
-from conveyor_core.artifacts import ArtifactStore, UnsafePathError, check_relative_path
+from conveyor_core.artifact_paths import UnsafePathError, check_relative_path
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import (
     CMD_RUN,
     DATA_TRANSFORM,

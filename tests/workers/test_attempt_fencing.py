@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conveyor_core.artifacts import ArtifactStore, attempt_artifact_folder
+from conveyor_core.artifact_paths import attempt_artifact_folder
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import DATA_TRANSFORM
 from conveyor_core.jobs.data import TransformResult
 from conveyor_core.settings import Settings

@@ -9,7 +9,8 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conveyor_core.artifacts import ArtifactStore, UnsafePathError
+from conveyor_core.artifact_paths import UnsafePathError
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import DATA_TRANSFORM
 from conveyor_core.settings import Settings
 from conveyor_core.worker import JobCancelled, JobContext, JobFailed

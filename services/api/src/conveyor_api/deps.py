@@ -46,17 +46,17 @@ async def get_artifacts(request: Request) -> ArtifactStore:
     return artifacts
 
 
-def get_event_hub(request: Request) -> EventHub:
+async def get_event_hub(request: Request) -> EventHub:
     hub: EventHub = request.app.state.event_hub
     return hub
 
 
-def get_event_streams(request: Request) -> JobEventStream:
+async def get_event_streams(request: Request) -> JobEventStream:
     streams: JobEventStream = request.app.state.event_streams
     return streams
 
 
-def get_publisher(request: Request) -> JobPublisher:
+async def get_publisher(request: Request) -> JobPublisher:
     publisher: JobPublisher = request.app.state.publisher
     return publisher
 

@@ -23,7 +23,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from conveyor_core.artifacts import ArtifactStore, is_partial_upload, job_artifact_folder
+from conveyor_core.artifact_paths import is_partial_upload, job_artifact_folder
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import polars as pl
-from conveyor_core.artifacts import UnsafePathError
+from conveyor_core.artifact_paths import UnsafePathError
 from conveyor_core.jobs.data import Scalar, TransformParams, TransformResult, columns_after
 from conveyor_core.worker import JobContext, JobFailed
 

@@ -8,13 +8,11 @@ from conveyor_core.jobs import ML_TRAIN
 from conveyor_core.worker import run_worker
 
 if TYPE_CHECKING:
-    from conveyor_core.jobs.ml import TrainResult
+    from conveyor_core.jobs.ml import TrainParams, TrainResult
     from conveyor_core.worker import JobContext
 
-    from conveyor_worker_ml.datasets import TrainRequest
 
-
-def run(params: TrainRequest, ctx: JobContext) -> TrainResult:
+def run(params: TrainParams, ctx: JobContext) -> TrainResult:
     """The job, imported on first use: scikit-learn, SciPy and skops (~140 MB) load in the
     pool process that runs an ML job, not in an idle worker."""
     from conveyor_worker_ml.job import run as train

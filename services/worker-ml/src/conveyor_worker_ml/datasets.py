@@ -9,17 +9,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import polars as pl
-from conveyor_core.artifacts import ArtifactStore, UnsafePathError
-from conveyor_core.jobs.ml import (
-    GradientBoostingTrain,
-    LogisticRegressionTrain,
-    RandomForestTrain,
-    over_memory_budget,
-)
+from conveyor_core.artifact_paths import UnsafePathError
+from conveyor_core.artifacts import ArtifactStore
+from conveyor_core.jobs.ml import TrainParams, over_memory_budget
 from conveyor_core.settings import Settings
 from conveyor_core.worker import JobContext, JobFailed
 from numpy.typing import NDArray
@@ -31,8 +27,6 @@ from sklearn.datasets import (
     make_classification,
 )
 from sklearn.utils.multiclass import type_of_target
-
-TrainRequest: TypeAlias = LogisticRegressionTrain | RandomForestTrain | GradientBoostingTrain
 
 # Shipped inside the scikit-learn wheel: loading them never touches the network.
 _BUNDLED: dict[str, Callable[[], Any]] = {
@@ -58,7 +52,7 @@ class LoadedDataset:
     class_names: list[str]
 
 
-def load_dataset(params: TrainRequest, ctx: JobContext) -> LoadedDataset:
+def load_dataset(params: TrainParams, ctx: JobContext) -> LoadedDataset:
     """Return the data set named by `params.dataset`."""
     if params.dataset == "synthetic":
         return make_synthetic(params, ctx.settings)
@@ -76,7 +70,7 @@ def load_bundled(name: str) -> LoadedDataset:
     return LoadedDataset(bunch.data.astype(np.float64), bunch.target, labels, names)
 
 
-def make_synthetic(params: TrainRequest, settings: Settings) -> LoadedDataset:
+def make_synthetic(params: TrainParams, settings: Settings) -> LoadedDataset:
     """A make_classification set sized by the caller, within the worker's sample cap."""
     if params.n_samples > settings.ml_max_samples:
         raise JobFailed(

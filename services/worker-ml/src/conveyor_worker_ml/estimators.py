@@ -10,7 +10,12 @@ import warnings
 from typing import Any
 
 import numpy as np
-from conveyor_core.jobs.ml import GradientBoostingTrain, LogisticRegressionTrain, RandomForestTrain
+from conveyor_core.jobs.ml import (
+    GradientBoostingTrain,
+    LogisticRegressionTrain,
+    RandomForestTrain,
+    TrainParams,
+)
 from conveyor_core.worker import JobCancelled
 from numpy.typing import NDArray
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -18,13 +23,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conveyor_worker_ml.datasets import TrainRequest
 from conveyor_worker_ml.progress import ProgressSpan
 
 TREES_PER_STEP = 10
 
 
-def build_estimator(params: TrainRequest) -> Any:
+def build_estimator(params: TrainParams) -> Any:
     """An unfitted estimator with the caller's hyperparameters."""
     match params:
         case LogisticRegressionTrain(hyperparameters=hp):

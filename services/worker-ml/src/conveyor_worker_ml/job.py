@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 import skops.io
-from conveyor_core.jobs.ml import ClassReport, TrainResult, TrainTimings
+from conveyor_core.jobs.ml import ClassReport, TrainParams, TrainResult, TrainTimings
 from conveyor_core.worker import JobContext, JobFailed
 from numpy.typing import NDArray
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
-from conveyor_worker_ml.datasets import LoadedDataset, TrainRequest, load_dataset
+from conveyor_worker_ml.datasets import LoadedDataset, load_dataset
 from conveyor_worker_ml.estimators import build_estimator, fit_with_progress
 from conveyor_worker_ml.progress import ProgressSpan
 
@@ -62,7 +62,7 @@ class Stopwatch:
         return time.perf_counter() - self._start
 
 
-def run(params: TrainRequest, ctx: JobContext) -> TrainResult:
+def run(params: TrainParams, ctx: JobContext) -> TrainResult:
     """Train the requested classifier and return its test-set metrics."""
     watch = Stopwatch()
     data = load_dataset(params, ctx)

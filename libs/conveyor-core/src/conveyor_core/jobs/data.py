@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from conveyor_core.artifacts import ArtifactPath
+from conveyor_core.artifact_paths import ArtifactPath
 from conveyor_core.jobs.base import JobType, LimitExceeded, StrictModel
 from conveyor_core.settings import Settings
 

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import JSONB
 
-from conveyor_core.artifacts import job_artifact_path
+from conveyor_core.artifact_paths import job_artifact_path
 from conveyor_core.events import NOTIFY_CHANNEL, EventKind, OutputStream
 from conveyor_core.states import JobState
 from conveyor_core.store.events import NewEvent, insert_events, progress_event, state_event

@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-from conveyor_core.artifacts import ArtifactStore, job_artifact_path
+from conveyor_core.artifact_paths import job_artifact_path
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.events import OutputStream
 from conveyor_core.settings import Settings
 from conveyor_core.store.models import utcnow

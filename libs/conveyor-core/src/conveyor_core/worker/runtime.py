@@ -29,7 +29,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from conveyor_core.artifacts import ArtifactStore, attempt_artifact_folder, job_artifact_reference
+from conveyor_core.artifact_paths import attempt_artifact_folder, job_artifact_reference
+from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.celery_app import create_celery_app, declare_topology
 from conveyor_core.jobs.base import JobType
 from conveyor_core.logs import configure_logging

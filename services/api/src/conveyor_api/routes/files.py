@@ -13,15 +13,14 @@ import uuid
 from typing import Annotated
 
 import anyio
-from conveyor_core.artifacts import (
+from conveyor_core.artifact_paths import (
     ARTIFACT_NAME_PATTERN,
     PARTIAL_UPLOAD_PREFIX,
-    ArtifactStore,
-    StoredFile,
     is_partial_upload,
     upload_path,
     uploads_folder,
 )
+from conveyor_core.artifacts import ArtifactStore, StoredFile
 from conveyor_core.settings import Settings
 from fastapi import APIRouter, HTTPException, Path, Request, status
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from conveyor_core.artifacts import ARTIFACT_NAME_PATTERN, job_artifact_path
+from conveyor_core.artifact_paths import ARTIFACT_NAME_PATTERN, job_artifact_path
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.states import JobState
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
