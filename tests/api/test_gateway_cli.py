@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
+import httpx
 import pytest
-from support.stack import VENV_BIN
+from support.stack import VENV_BIN, free_port
 
 
 def migrate(database_url: str) -> subprocess.CompletedProcess[str]:
@@ -38,3 +40,27 @@ def test_an_unreachable_store_names_it_without_its_password():
         "conveyor-api: cannot open the job store postgresql+psycopg://postgres:***@127.0.0.1:1/jobs"
     )
     assert "s3cret" not in line
+
+
+def test_without_a_command_it_serves_as_the_image_entrypoint_does(tmp_path):
+    # services/Dockerfile has no CMD: `docker run conveyor/api` runs `conveyor-api` bare.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
+    port = free_port()
+    env |= {"CONVEYOR_API_PORT": str(port), "CONVEYOR_DATABASE_URL": f"sqlite:///{tmp_path}/j.db"}
+    gateway = subprocess.Popen(
+        [str(VENV_BIN / "conveyor-api")], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert gateway.poll() is None, "conveyor-api exited instead of serving"
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the gateway did not answer in 30 s"
+                time.sleep(0.2)
+        assert response.json()["status"] == "ok"
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)

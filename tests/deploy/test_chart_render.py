@@ -26,7 +26,7 @@ from chart_support import (
 from conveyor_core.jobs import JOB_TYPES
 
 SCENARIOS = pytest.mark.parametrize("values", CI_VALUES, ids=scenario_name)
-QUEUE_OF_WORKER = {job.name.split(".")[0]: job.queue for job in JOB_TYPES.values()}
+QUEUE_OF_WORKER = {job.worker: job.queue for job in JOB_TYPES.values()}
 REQUIRED_LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",

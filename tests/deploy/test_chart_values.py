@@ -103,7 +103,7 @@ def test_every_conveyor_variable_the_chart_sets_is_a_setting(values):
 
 def test_each_job_type_has_a_worker_on_its_own_queue():
     workers = VALUES["workers"]
-    assert {job.name.split(".")[0]: job.queue for job in JOB_TYPES.values()} == {
+    assert {job.worker: job.queue for job in JOB_TYPES.values()} == {
         name: worker["queue"] for name, worker in workers.items()
     }
 

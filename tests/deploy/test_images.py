@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 from chart_support import REPO, in_ci, which
+from conveyor_core.jobs import JOB_TYPES
 
-SERVICES = sorted(p.parent for p in (REPO / "services").glob("*/Dockerfile"))
+DOCKERFILE = REPO / "services" / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
+# Every service: the gateway and one worker per job type, named by the registry.
+SERVICES = ["api", *(job.service for job in JOB_TYPES.values())]
 
 
 def _tool(name: str) -> str:
@@ -26,75 +29,75 @@ def _tool(name: str) -> str:
     return path
 
 
-def _final_stage(dockerfile: Path) -> list[str]:
-    """Instructions of the last stage, continuation lines joined, comments dropped."""
+def _stages(dockerfile: Path) -> list[list[str]]:
+    """Instructions per stage, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
     lines = [
         line.strip()
         for line in text.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    last_from = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
-    return lines[last_from:]
+    starts = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    return [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
 
 
 def _instruction(stage: list[str], name: str) -> list[str]:
     return [line.split(None, 1)[1] for line in stage if line.split(None, 1)[0].upper() == name]
 
 
-def _console_scripts(service: Path) -> dict[str, str]:
-    scripts: dict[str, str] = tomllib.loads((service / "pyproject.toml").read_text())["project"][
-        "scripts"
-    ]
+def _console_scripts(service: str) -> dict[str, str]:
+    pyproject = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())
+    scripts: dict[str, str] = pyproject["project"]["scripts"]
     return scripts
 
 
-def test_every_service_has_a_dockerfile():
-    assert {p.name for p in SERVICES} == {"api", "worker-ml", "worker-cmd", "worker-data"}
+def _built_for(service: str) -> list[str]:
+    """The build stage's RUN lines with SERVICE substituted, as `--build-arg` would."""
+    build, _ = _stages(DOCKERFILE)
+    return [run.replace("${SERVICE}", service) for run in _instruction(build, "RUN")]
+
+
+def test_every_service_directory_is_the_gateway_or_a_registered_worker():
+    directories = {p.parent.name for p in (REPO / "services").glob("*/pyproject.toml")}
+    assert directories == set(SERVICES)
+    assert not list((REPO / "services").glob("*/Dockerfile")), "one Dockerfile for all"
 
 
 def test_hadolint_finds_nothing():
     result = subprocess.run(
-        [_tool("hadolint"), *(str(s / "Dockerfile") for s in SERVICES)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [_tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
-def test_entrypoint_is_the_services_console_script_in_exec_form(service):
-    stage = _final_stage(service / "Dockerfile")
-    (entrypoint,) = _instruction(stage, "ENTRYPOINT")
-    argv = json.loads(entrypoint)  # exec form: SIGTERM reaches the process, not a shell
-    assert argv == list(_console_scripts(service))
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_image_installs_its_package_and_enters_through_its_console_script(service):
+    (script,) = _console_scripts(service)
+    assert script == f"conveyor-{service}"  # the package and script the Dockerfile derives
+    runs = "\n".join(_built_for(service))
+    assert f"uv sync --frozen --no-dev --package {script} --no-install-workspace" in runs
+    assert f"uv sync --frozen --no-dev --package {script} --no-editable" in runs
+    assert f"ln -s {script} /app/.venv/bin/conveyor-service" in runs
+    _, final = _stages(DOCKERFILE)
+    (entrypoint,) = _instruction(final, "ENTRYPOINT")
+    # exec form: SIGTERM reaches the process, not a shell
+    assert json.loads(entrypoint) == ["conveyor-service"]
+    assert not _instruction(final, "CMD")  # the gateway serves without arguments
     # the same script the local stack runs from the workspace venv
-    assert (REPO / ".venv" / "bin" / argv[0]).exists()
-    for cmd in _instruction(stage, "CMD"):
-        json.loads(cmd)
+    assert (REPO / ".venv" / "bin" / script).exists()
 
 
-@pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
-def test_image_is_slim_non_root_and_compiler_free(service):
-    dockerfile = service / "Dockerfile"
-    text = dockerfile.read_text()
-    stage = _final_stage(dockerfile)
-    assert _instruction(stage, "USER") == ["10001:10001"]
-    assert not _instruction(stage, "HEALTHCHECK")
+def test_the_image_is_slim_non_root_and_compiler_free():
+    text = DOCKERFILE.read_text()
+    _, final = _stages(DOCKERFILE)
+    assert _instruction(final, "USER") == ["10001:10001"]
+    assert not _instruction(final, "HEALTHCHECK")
     assert "python:3.11-slim" in text
     assert re.search(r"pip install --no-cache-dir uv==\d+\.\d+\.\d+", text)
     assert "--frozen" in text and "--no-install-workspace" in text and "--no-dev" in text
-    final = "\n".join(stage)
+    joined = "\n".join(final)
     for word in ("gcc", "build-essential", "apt-get install", "uv sync", "pip install"):
-        assert word not in final, f"{word!r} in the final stage of {dockerfile}"
-    (package,) = [s for s in _console_scripts(service)]
-    assert f"--package {package}" in text
-
-
-def test_every_image_builds_with_the_same_pinned_uv():
-    pins = {re.findall(r"uv==([\d.]+)", (s / "Dockerfile").read_text())[0] for s in SERVICES}
-    assert len(pins) == 1, pins
+        assert word not in joined, f"{word!r} in the final stage of {DOCKERFILE}"
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -116,22 +119,15 @@ def test_compose_file_matches_the_compose_specification():
 
 def test_compose_runs_the_same_commands_as_the_images():
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    assert {
-        "rabbitmq",
-        "postgres",
-        "migrate",
-        "api",
-        "worker-ml",
-        "worker-cmd",
-        "worker-data",
-    } <= set(services)
+    assert {"rabbitmq", "postgres", "migrate", *SERVICES} <= set(services)
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3-management")
     assert services["postgres"]["image"] == "postgres:16"
-    for name in ("migrate", "api", "worker-ml", "worker-cmd", "worker-data"):
+    for name in ("migrate", *SERVICES):
         service = services[name]
-        dockerfile = REPO / service["build"]["dockerfile"]
         assert service["build"]["context"] == "."
-        assert dockerfile.parent.name == ("api" if name in ("migrate", "api") else name)
+        assert REPO / service["build"]["dockerfile"] == DOCKERFILE
+        assert service["build"]["args"] == {"SERVICE": "api" if name == "migrate" else name}
+        assert service["image"] == f"conveyor/{service['build']['args']['SERVICE']}:dev"
         env = service["environment"]
         assert env["CONVEYOR_BROKER_URL"].endswith("@rabbitmq:5672/%2F")
         assert "@postgres:5432/" in env["CONVEYOR_DATABASE_URL"]
@@ -144,3 +140,12 @@ def test_compose_runs_the_same_commands_as_the_images():
     assert services["api"]["environment"]["CONVEYOR_AUTO_MIGRATE"] == "false"
     for name in ("rabbitmq", "postgres"):
         assert "healthcheck" in services[name]
+
+
+def test_the_procfile_runs_the_gateway_and_every_registered_worker():
+    # `make run` starts what the Procfile lists: a fourth job type needs its line there.
+    lines = (REPO / "Procfile").read_text().splitlines()
+    processes = dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+    assert set(processes) == set(SERVICES)
+    for service, command in processes.items():
+        assert f"conveyor-{service}" in command.split()

@@ -67,7 +67,7 @@ def now() -> str:
 
 
 def image_entrypoint(image: str) -> list[str]:
-    """The ENTRYPOINT of Conveyor's images (services/*/Dockerfile), as local console scripts."""
+    """The entrypoint of Conveyor's images (services/Dockerfile), as local console scripts."""
     # registry:5000/conveyor/worker-ml:1.2@sha256:... -> worker-ml
     role = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
     script = VENV_BIN / f"conveyor-{role}"

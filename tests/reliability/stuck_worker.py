@@ -25,4 +25,4 @@ def stuck(params: Any, ctx: JobContext) -> BaseModel:
 
 
 if __name__ == "__main__":
-    run_worker(CMD_RUN, stuck, "cmd")
+    run_worker(CMD_RUN, stuck)

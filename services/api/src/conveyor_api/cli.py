@@ -15,7 +15,20 @@ from sqlalchemy.exc import OperationalError
 
 from conveyor_api.keys import KeyAdminError, create_key, list_keys, revoke_key
 
-cli = typer.Typer(help="Conveyor REST gateway.", no_args_is_help=True, add_completion=False)
+# Without a command it serves: the images share one Dockerfile and its entrypoint takes no
+# arguments, so `docker run conveyor/api` must start the gateway as a worker image starts
+# its worker.
+cli = typer.Typer(
+    help="Conveyor REST gateway (no command: serve).",
+    invoke_without_command=True,
+    add_completion=False,
+)
+
+
+@cli.callback()
+def default(context: typer.Context) -> None:
+    if context.invoked_subcommand is None:
+        serve(host=None, port=None)
 
 
 @cli.command()
@@ -23,7 +36,7 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address [CONVEYOR_API_HOST]."),
     port: int | None = typer.Option(None, help="Port [CONVEYOR_API_PORT]."),
 ) -> None:
-    """Run the gateway (one process; scale with replicas)."""
+    """Run the gateway (one process; scale with replicas). The default command."""
     settings = get_settings()
     configure_logging(settings.log_level)
     from conveyor_api.main import create_app

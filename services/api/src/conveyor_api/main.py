@@ -34,12 +34,11 @@ from conveyor_api.store import open_gateway_store
 
 log = logging.getLogger("conveyor.api")
 
-DESCRIPTION = """
-Submit long-running jobs, poll their state or follow it live, fetch their results.
-
-Job types: `ml.train` (scikit-learn), `cmd.run` (catalog commands, no shell),
-`data.transform` (declarative polars pipelines). A `202` means the job is durably queued.
-"""
+DESCRIPTION = (
+    "Submit long-running jobs, poll their state or follow it live, fetch their results. "
+    "A `202` means the job is durably queued.\n\nJob types:\n\n"
+    + "".join(f"- `{job.name}`: {job.summary}\n" for job in JOB_TYPES.values())
+)
 
 
 def freeze_startup_objects() -> None:

@@ -23,7 +23,7 @@ def main() -> None:
     make_non_dumpable()
     signals.worker_init.connect(_log_isolation, weak=False)
     signals.worker_process_init.connect(_harden_pool_process, weak=False)
-    run_worker(CMD_RUN, run, short_name="cmd")
+    run_worker(CMD_RUN, run)
 
 
 def _harden_pool_process(**_: Any) -> None:

@@ -7,7 +7,7 @@ from conveyor_worker_data.job import run
 
 
 def main() -> None:
-    run_worker(DATA_TRANSFORM, run, short_name="data")
+    run_worker(DATA_TRANSFORM, run)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def run(params: TrainParams, ctx: JobContext) -> TrainResult:
 
 
 def main() -> None:
-    run_worker(ML_TRAIN, run, short_name="ml")
+    run_worker(ML_TRAIN, run)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,10 @@ class JobType:
     """One kind of job. Adding a type means one of these plus a worker service."""
 
     name: str
+    # The worker's short name: its service is services/worker-<worker>, its image
+    # conveyor/worker-<worker>, its chart values workers.<worker>. Read from here by the
+    # worker, the docs, compose, the Procfile and the tests; never derived from `name`.
+    worker: str
     params: Any  # a params model class or an Annotated union of them
     result: type[BaseModel]
     summary: str
@@ -91,6 +95,11 @@ class JobType:
     # (`jobs/<id>/<name>`) from the attempt that published it. tests/core/test_contract.py
     # checks that every artifact-path field of the params is listed.
     input_artifacts: tuple[str, ...] = ()
+
+    @property
+    def service(self) -> str:
+        """The worker service's directory and image name, e.g. `worker-ml`."""
+        return f"worker-{self.worker}"
 
     @property
     def task_name(self) -> str:

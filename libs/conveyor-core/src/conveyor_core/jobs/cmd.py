@@ -124,6 +124,7 @@ def catalog_policy(settings: Settings) -> dict[str, Any]:
 
 CMD_RUN = JobType(
     name="cmd.run",
+    worker="cmd",
     params=CommandParams,
     result=CommandResult,
     summary="Run a catalog command as argv (no shell), unprivileged, with limits.",

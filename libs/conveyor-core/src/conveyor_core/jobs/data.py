@@ -217,6 +217,7 @@ def admit_transform(params: TransformParams, settings: Settings) -> None:
 
 DATA_TRANSFORM = JobType(
     name="data.transform",
+    worker="data",
     params=TransformParams,
     result=TransformResult,
     summary="Run a declarative filter/select/compute/aggregate pipeline with polars.",

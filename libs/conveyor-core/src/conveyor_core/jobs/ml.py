@@ -149,6 +149,7 @@ def admit_train(params: _TrainCommon, settings: Settings) -> None:
 
 ML_TRAIN = JobType(
     name="ml.train",
+    worker="ml",
     params=TrainParams,
     result=TrainResult,
     summary="Train a scikit-learn classifier; the fitted model becomes an artifact.",

@@ -565,7 +565,7 @@ def _hand_back(task: Task, job_type: JobType, job_id: str, reason: str) -> None:
         raise Reject(f"{reason}; broker unavailable", requeue=True) from publish_error
 
 
-def run_worker(job_type: JobType, implementation: Implementation, short_name: str) -> None:
+def run_worker(job_type: JobType, implementation: Implementation) -> None:
     """Entry point of a worker service: consume only this job type's queue."""
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -579,14 +579,14 @@ def run_worker(job_type: JobType, implementation: Implementation, short_name: st
             settings.cmd_run_as_user,
         )
     if settings.metrics_port:
-        enable_multiprocess(Path(tempfile.mkdtemp(prefix=f"conveyor-metrics-{short_name}-")))
+        enable_multiprocess(Path(tempfile.mkdtemp(prefix=f"conveyor-metrics-{job_type.worker}-")))
         start_probe_server(settings.metrics_host, settings.metrics_port)
     app = build_worker_app(job_type, implementation, settings)
     app.worker_main(
         [
             "worker",
             f"--queues={job_type.queue}",
-            f"--hostname={short_name}@%h",
+            f"--hostname={job_type.worker}@%h",
             f"--concurrency={settings.worker_concurrency}",
             "--pool=prefork",
             f"--loglevel={settings.log_level}",
