@@ -29,6 +29,7 @@ from chart_support import (
     scenario_name,
     validate,
 )
+from conveyor_core.jobs import CMD_RUN
 from conveyor_core.settings import Settings
 from conveyor_core.store import utcnow
 from conveyor_core.store.engine import make_sync_engine
@@ -401,8 +402,7 @@ def test_thread_count_follows_the_cpu_limit_or_the_threads_value(sets, expected)
 
 
 def test_default_cmd_timeout_fits_under_the_soft_time_limit():
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert DEFAULTS["cmd_max_timeout_s"] < values["workers"]["cmd"]["softTimeLimitSeconds"]
+    assert DEFAULTS["cmd_max_timeout_s"] < CMD_RUN.soft_time_limit_s
 
 
 @pytest.mark.parametrize(

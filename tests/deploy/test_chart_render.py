@@ -259,7 +259,6 @@ URLS = [
         ([*URLS, "workers.cmd.softTimeLimitSeconds=5000"], r"must be below timeLimitSeconds"),
         ([*URLS, "workers.cmd.keda.kind=ScaledJob"], r"set workers\.cmd\.concurrency to 1"),
         ([*URLS, "workers.cmd.keda.minReplicaCount=20"], r"above maxReplicaCount"),
-        ([*URLS, "workers.data.queue=conveyor.ml.train"], r"also the queue of"),
         ([*URLS, "artifacts.url=/data/artifacts"], r"is a local path"),
         ([*URLS, "artifacts.persistence.enabled=false"], r"needs storage shared"),
         ([*URLS, "api.replicas=1"], r"api\.pdb\.minAvailable \(1\) must be below api\.replicas"),

@@ -5,17 +5,27 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-from chart_support import CHART, CI_VALUES, pod_specs, render, scenario_name
-from conveyor_core.jobs import JOB_TYPES
+from chart_support import (
+    CHART,
+    CI_VALUES,
+    RenderError,
+    by_kind,
+    pod_specs,
+    render,
+    scenario_name,
+)
+from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, JOB_TYPES, ML_TRAIN
 from conveyor_core.settings import Settings
 
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 
 # Settings the chart sets per component (env in the pod spec) or from the Secret, not config.
 PER_COMPONENT = {
@@ -101,18 +111,91 @@ def test_every_conveyor_variable_the_chart_sets_is_a_setting(values):
     assert not unknown, f"not fields of conveyor_core.settings.Settings: {sorted(unknown)}"
 
 
-def test_each_job_type_has_a_worker_on_its_own_queue():
-    workers = VALUES["workers"]
-    assert {job.worker: job.queue for job in JOB_TYPES.values()} == {
-        name: worker["queue"] for name, worker in workers.items()
+DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
+
+
+def rendered_workers(*sets: str, values: tuple[Path, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Worker Deployments of a render by their queue label: labels, container env, spec."""
+    workers = {}
+    for deployment in by_kind(render([DEFAULT_VALUES, *values], sets), "Deployment"):
+        queue = deployment["metadata"]["labels"].get("conveyor.io/queue")
+        if queue:
+            workers[queue] = deployment
+    return workers
+
+
+def test_the_chart_declares_each_job_type_of_the_registry():
+    # files/job-types.json is docs/build.py's (tests/core/test_docs.py keeps it current).
+    declared = json.loads((CHART / "files" / "job-types.json").read_text())
+    assert declared == {
+        job.worker: {
+            "type": job.name,
+            "queue": job.queue,
+            "softTimeLimitSeconds": job.soft_time_limit_s,
+            "timeLimitSeconds": job.time_limit_s,
+        }
+        for job in JOB_TYPES.values()
     }
+    assert set(VALUES["workers"]) <= set(declared)  # overrides only, of known workers
 
 
-@pytest.mark.parametrize("name", sorted(VALUES["workers"]))
-def test_worker_time_limits_stay_within_the_job_type(name):
-    worker = VALUES["workers"][name]
-    job = next(j for j in JOB_TYPES.values() if j.queue == worker["queue"])
-    assert worker["softTimeLimitSeconds"] < worker["timeLimitSeconds"] <= job.time_limit_s
+def test_each_worker_consumes_its_job_types_queue_within_its_time_limits():
+    workers = rendered_workers()
+    assert set(workers) == {job.queue for job in JOB_TYPES.values()}
+    for job in JOB_TYPES.values():
+        (container,) = workers[job.queue]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert container["image"].startswith(f"conveyor/worker-{job.worker}:")
+        assert env["CONVEYOR_SOFT_TIME_LIMIT_S"] == str(job.soft_time_limit_s)
+        assert env["CONVEYOR_TIME_LIMIT_S"] == str(job.time_limit_s)
+
+
+def test_worker_defaults_reach_every_worker_and_a_workers_own_value_wins():
+    workers = rendered_workers(
+        "workerDefaults.metricsPort=9200",
+        "workerDefaults.safeToEvict=true",
+        "workers.cmd.metricsPort=9300",
+        "workers.ml.safeToEvict=false",  # false wins over a default true (sprig's merge loses it)
+        "workers.data.timeLimitSeconds=9000",
+    )
+    ml, cmd, data = (workers[job.queue] for job in (ML_TRAIN, CMD_RUN, DATA_TRANSFORM))
+
+    def env(deployment: dict[str, Any]) -> dict[str, str]:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert [env(w)["CONVEYOR_METRICS_PORT"] for w in (ml, cmd, data)] == ["9200", "9300", "9200"]
+    evictable = [
+        w["spec"]["template"]["metadata"].get("annotations", {}).get(SAFE_TO_EVICT)
+        for w in (ml, cmd, data)
+    ]
+    assert evictable == ["false", None, None]
+    assert env(data)["CONVEYOR_TIME_LIMIT_S"] == "9000"
+    assert env(data)["CONVEYOR_SOFT_TIME_LIMIT_S"] == str(DATA_TRANSFORM.soft_time_limit_s)
+
+
+def test_an_empty_probe_disables_it_instead_of_merging_into_the_default(tmp_path: Path):
+    values = tmp_path / "no-startup-probe.yaml"
+    values.write_text("workers:\n  ml:\n    startupProbe: {}\n")
+    workers = rendered_workers(values=(values,))
+    probes = {
+        queue: deployment["spec"]["template"]["spec"]["containers"][0].get("startupProbe")
+        for queue, deployment in workers.items()
+    }
+    assert probes[ML_TRAIN.queue] is None
+    assert probes[CMD_RUN.queue] is not None
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["workers.report.concurrency=1"], r"no job type has a worker named \"report\""),
+        (["workers.data.queue=conveyor.ml.train"], r"must be the job type's queue"),
+    ],
+)
+def test_a_worker_the_registry_does_not_declare_is_refused(sets, message):
+    with pytest.raises(RenderError, match=message):
+        render([DEFAULT_VALUES], sets)
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=scenario_name)

@@ -256,3 +256,54 @@ rounded up, at least 1. Unset, they start one thread per node core, in every pro
 {{- max 1 (ceil (divf $cores (int $w.concurrency)) | int) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Every worker, by short name: one per job type of the registry (files/job-types.json,
+written by docs/build.py from conveyor_core.jobs), starting from workerDefaults, with the
+type's queue and time limits, then workers.<name> over them. A fourth job type therefore
+needs no values at all. Worked out once per render and kept on the root context (not
+passed through JSON, which would turn every number into a float):
+  {{- include "conveyor.workers" $ }}{{- range $name, $w := $.conveyorWorkers }}
+*/}}
+{{- define "conveyor.workers" -}}
+{{- if not (hasKey . "conveyorWorkers") }}
+{{- $declared := .Files.Get "files/job-types.json" | fromJson }}
+{{- range $name, $_ := .Values.workers }}
+{{- if not (hasKey $declared $name) }}
+{{- fail (printf "workers.%s: no job type has a worker named %q; the registry's workers are %s." $name $name (keys $declared | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+{{- $workers := dict }}
+{{- range $name, $type := $declared }}
+{{- $w := deepCopy $.Values.workerDefaults }}
+{{- $_ := set $w "queue" $type.queue }}
+{{- $_ := set $w "softTimeLimitSeconds" (int $type.softTimeLimitSeconds) }}
+{{- $_ := set $w "timeLimitSeconds" (int $type.timeLimitSeconds) }}
+{{- include "conveyor.mergeInto" (dict "into" $w "from" (index $.Values.workers $name | default dict)) }}
+{{- if ne $w.queue $type.queue }}
+{{- fail (printf "workers.%s.queue (%s) must be the job type's queue, %s: leave it unset." $name $w.queue $type.queue) }}
+{{- end }}
+{{- if not $w.image.repository }}
+{{- $_ := set $w.image "repository" (printf "conveyor/worker-%s" $name) }}
+{{- end }}
+{{- $_ := set $workers $name $w }}
+{{- end }}
+{{- $_ := set . "conveyorWorkers" $workers }}
+{{- end }}
+{{- end }}
+
+{{/*
+Deep merge of .from into .into, in place. Unlike sprig's merge and mergeOverwrite, a false,
+0 or "" in .from wins (they treat those as unset), and an empty map replaces (a probe set
+to {} is disabled, not merged away).
+*/}}
+{{- define "conveyor.mergeInto" -}}
+{{- $into := .into }}
+{{- range $key, $value := .from }}
+{{- if and (kindIs "map" $value) $value (kindIs "map" (index $into $key)) }}
+{{- include "conveyor.mergeInto" (dict "into" (index $into $key) "from" $value) }}
+{{- else }}
+{{- $_ := set $into $key $value }}
+{{- end }}
+{{- end }}
+{{- end }}

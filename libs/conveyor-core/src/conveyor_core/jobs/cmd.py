@@ -129,8 +129,10 @@ CMD_RUN = JobType(
     result=CommandResult,
     summary="Run a catalog command as argv (no shell), unprivileged, with limits.",
     example={"command": "echo", "args": ["hello", "$(id)"], "timeout_s": 10},
-    soft_time_limit_s=86_400,
-    time_limit_s=86_400 + 60,
+    # A minute above the default CONVEYOR_CMD_MAX_TIMEOUT_S (3600), so a command's own
+    # timeout ends it first. Raise them together (the chart refuses one without the other).
+    soft_time_limit_s=3600 + 60,
+    time_limit_s=3600 + 120,
     admit=admit_command,
     failure=command_failure,
     policy=catalog_policy,
