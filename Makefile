@@ -27,8 +27,8 @@ uv: ## Install uv into .tools/uv if it is missing
 	  python3 -m pip install --quiet --disable-pip-version-check --target $(UV_HOME) "uv==$(UV_VERSION)"; }
 
 .PHONY: install
-install: uv ## Create .venv from the lock file
-	$(UV) sync --frozen
+install: uv ## Create .venv from the lock file, with every workspace package
+	$(UV) sync --frozen --all-packages
 
 .PHONY: services
 services: ## Install (Debian packages) and start RabbitMQ and PostgreSQL on 127.0.0.1 when missing
@@ -64,6 +64,10 @@ audit: install ## pip-audit the locked runtime dependencies (needs PyPI's per-ve
 .PHONY: docs
 docs: install ## Regenerate docs/job-types.md and docs/configuration.md from the code
 	$(UV) run python docs/build.py
+
+.PHONY: generate
+generate: docs ## Regenerate everything that lists the job types: docs, Procfile, compose, the chart's job-types.json
+	$(UV) run python deploy/generate.py
 
 .PHONY: chromium
 chromium: ## Install Debian's chromium (the web console's browser tests) when missing

@@ -3,8 +3,6 @@
 - docs/job-types.md from each job type's params and result models (conveyor_core.jobs)
 - docs/configuration.md from conveyor_core.settings.Settings, with where the Helm chart
   sets each one
-- deploy/helm/conveyor/files/job-types.json: each worker's job type, queue and time limits,
-  which the chart's workers start from (values `workerDefaults`, then `workers.<name>`)
 
 `python docs/build.py --check` fails when a committed page differs from what it would write
 (tests/core/test_docs.py runs it).
@@ -205,24 +203,9 @@ def configuration_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart_job_types() -> str:
-    """What the chart knows of each job type, by worker short name."""
-    declared = {
-        job.worker: {
-            "type": job.name,
-            "queue": job.queue,
-            "softTimeLimitSeconds": job.soft_time_limit_s,
-            "timeLimitSeconds": job.time_limit_s,
-        }
-        for job in JOB_TYPES.values()
-    }
-    return json.dumps(declared, indent=2, sort_keys=True) + "\n"
-
-
 PAGES = {
     DOCS / "job-types.md": job_types_page,
     DOCS / "configuration.md": configuration_page,
-    DOCS.parent / "deploy" / "helm" / "conveyor" / "files" / "job-types.json": chart_job_types,
 }
 
 

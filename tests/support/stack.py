@@ -23,11 +23,12 @@ from typing import Any
 
 import httpx
 import psycopg
+from conveyor_core.jobs import JOB_TYPES
 
 VENV_BIN = Path(sys.executable).parent
 RABBITMQ_HOST = "127.0.0.1"
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-WORKERS = ("ml", "cmd", "data")
+WORKERS = tuple(job.worker for job in JOB_TYPES.values())
 
 
 def free_port() -> int:

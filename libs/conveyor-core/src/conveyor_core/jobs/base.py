@@ -70,7 +70,7 @@ class LimitExceeded(AdmissionDenied):
 
 @dataclass(frozen=True)
 class JobType:
-    """One kind of job. Adding a type means one of these plus a worker service."""
+    """One kind of job. Adding a type means one of these plus a worker service (README)."""
 
     name: str
     # The worker's short name: its service is services/worker-<worker>, its image
