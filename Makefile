@@ -83,10 +83,6 @@ console-screenshots: install chromium ## Retake docs/img/console-*.png from a re
 	CONVEYOR_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/img $(UV) run pytest tests/api/test_console.py \
 		-q -k "list_shows or training"
 
-.PHONY: settings-table
-settings-table: install ## Print the README's settings table from the Settings model
-	@$(UV) run python -m conveyor_core.settings
-
 include deploy/deploy.mk
 include deploy/observability.mk
 include bench/bench.mk

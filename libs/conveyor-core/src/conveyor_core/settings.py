@@ -329,18 +329,3 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
-
-
-def settings_table() -> str:
-    """The README's settings table, generated so the two cannot drift (`make settings-table`)."""
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        default = "see below" if field.default_factory is not None else field.default
-        if isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        rows.append(f"| `CONVEYOR_{name.upper()}` | `{default}` | {field.description or ''} |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(settings_table())
