@@ -12,7 +12,7 @@ from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.engine import make_sync_engine
-from conveyor_core.store.events import record_events, state_event
+from conveyor_core.store.event_log import record_events, state_event
 from sqlalchemy import func, select
 from support.maintenance import run_maintenance
 from support.rows import insert_job

@@ -1,6 +1,6 @@
 """The gateway's wire models: what `/v1` answers, shared by the gateway and conveyor-client.
 
-Only pydantic, `conveyor_core.states` and `conveyor_core.events` are imported here, so the
+Only pydantic, `conveyor_core.states` and `conveyor_core.event_contract` are imported here, so the
 client can use these models without the job store, Celery or the artifact store. The
 request bodies (one submission model per job type) stay in the gateway, since they need
 the job type registry.
@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The event stream's payloads are declared with the stream (conveyor_core.events); they are
+# The event stream's payloads are declared with the stream (conveyor_core.event_contract); they are
 # part of the wire contract too, so they are importable from here as well.
-from conveyor_core.events import OutputEvent, ProgressEvent, StateEvent
+from conveyor_core.event_contract import OutputEvent, ProgressEvent, StateEvent
 from conveyor_core.states import JobState
 
 

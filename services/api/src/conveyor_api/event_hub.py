@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
-from conveyor_core.events import NOTIFY_CHANNEL
+from conveyor_core.event_contract import NOTIFY_CHANNEL
 from conveyor_core.settings import Settings
 from conveyor_core.states import FINAL_STATES
 from conveyor_core.store import Job, JobEvent

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any
 
 import anyio
-from conveyor_core.events import EventKind, OutputEvent, ProgressEvent, StateEvent
+from conveyor_core.event_contract import EventKind, OutputEvent, ProgressEvent, StateEvent
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent
 from sqlalchemy import select

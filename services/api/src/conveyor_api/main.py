@@ -27,7 +27,7 @@ from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
-from conveyor_api.routes import compat, console, docs, events, files, health, jobs, queues
+from conveyor_api.routes import compat, console, docs, files, health, job_events, jobs, queues
 from conveyor_api.routes.hot import GatewayApp
 from conveyor_api.service import JobService
 from conveyor_api.store import open_gateway_store
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(jobs.router)
-    app.include_router(events.router)
+    app.include_router(job_events.router)
     app.include_router(files.router)
     app.include_router(queues.router)
     app.include_router(health.router)

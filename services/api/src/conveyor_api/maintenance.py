@@ -29,7 +29,7 @@ from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
-from conveyor_core.store.events import StateChange, change_state_async
+from conveyor_core.store.event_log import StateChange, change_state_async
 from sqlalchemy import ColumnElement, and_, delete, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 

@@ -18,7 +18,7 @@ from typing import Any, cast
 from conveyor_core.jobs import AdmissionDenied, JobType
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, utcnow
-from conveyor_core.store.events import StateChange, change_state
+from conveyor_core.store.event_log import StateChange, change_state
 from prometheus_client import Counter
 from sqlalchemy import (
     Connection,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import IO
 
-from conveyor_core.events import MAX_OUTPUT_LINE_BYTES, OutputStream
+from conveyor_core.event_contract import MAX_OUTPUT_LINE_BYTES, OutputStream
 
 _READ_CHUNK = 64 * 1024
 _WRITE_CHUNK = 64 * 1024

@@ -2,7 +2,7 @@
 
 Every write names the state it comes from, so a late or duplicate delivery cannot
 undo a cancel or run a finished job twice. Each change also stores the job's event for
-its live progress stream, in the same transaction (see store/events.py).
+its live progress stream, in the same transaction (see store/event_log.py).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.dialects.postgresql import JSONB
 
 from conveyor_core.artifact_paths import job_artifact_path
-from conveyor_core.events import NOTIFY_CHANNEL, EventKind, OutputStream
+from conveyor_core.event_contract import NOTIFY_CHANNEL, EventKind, OutputStream
 from conveyor_core.states import JobState
-from conveyor_core.store.events import NewEvent, insert_events, progress_event, state_event
+from conveyor_core.store.event_log import NewEvent, insert_events, progress_event, state_event
 from conveyor_core.store.models import Job, JobEvent, UTCDateTime, utcnow
 
 

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from conveyor_core.artifact_paths import job_artifact_path
 from conveyor_core.artifacts import ArtifactStore
-from conveyor_core.events import OutputStream
+from conveyor_core.event_contract import OutputStream
 from conveyor_core.settings import Settings
 from conveyor_core.store.models import utcnow
 from conveyor_core.store.worker_ops import OutputLine

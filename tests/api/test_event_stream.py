@@ -20,7 +20,7 @@ from conveyor_core.settings import DEFAULT_COMMAND_CATALOG
 from conveyor_core.states import JobState
 from conveyor_core.store import Job, JobEvent, utcnow
 from conveyor_core.store.engine import make_sync_engine
-from conveyor_core.store.events import NewEvent, progress_event, record_events, state_event
+from conveyor_core.store.event_log import NewEvent, progress_event, record_events, state_event
 from httpx_sse import connect_sse
 from sqlalchemy import func, select, update
 from support.clients import api_keys

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import anyio
-from conveyor_core.events import EventKind
+from conveyor_core.event_contract import EventKind
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send

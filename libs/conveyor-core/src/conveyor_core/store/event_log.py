@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 
-from conveyor_core.events import NOTIFY_CHANNEL, EventKind
+from conveyor_core.event_contract import NOTIFY_CHANNEL, EventKind
 from conveyor_core.states import JobState
 from conveyor_core.store.models import Job, JobEvent, utcnow
 
