@@ -1,5 +1,5 @@
-"""The plain-ASGI routes (routes/hot.py) answer the common request themselves, and every
-request exactly as the FastAPI routes behind them do.
+"""The plain-ASGI routes (gateway_app.py, routes/jobs.py) answer the common request
+themselves, and every request exactly as the FastAPI routes behind them do.
 
 Each request is sent twice over HTTP to one gateway (uvicorn, in a thread of the test),
 on a real job store and RabbitMQ vhost: once with the hot routes in front, once with them
@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from conveyor_api.gateway_app import GatewayApp
 from conveyor_api.keys import create_key
 from conveyor_api.main import create_app
 from conveyor_api.metrics import HANDED_ON
-from conveyor_api.routes.hot import GatewayApp
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
 from conveyor_core.store.engine import make_sync_engine

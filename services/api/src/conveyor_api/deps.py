@@ -3,10 +3,10 @@
 The providers are `async def` although they do not await: FastAPI runs a plain `def`
 dependency in its thread pool, a thread hop per dependency per request.
 
-The two hot routes (submit, status poll; routes/hot.py and the `accept` and `job_state`
-they share with routes/jobs.py) call `job_service(request)` and `app_settings(request)`
-instead: FastAPI resolves each dependency with some eighty Python calls of bookkeeping
-per request, more than the handler's own work for a status poll.
+The two hot routes (routes/jobs.py: the plain-ASGI `submit` and `poll`, and the `accept`
+and `job_state` they share with the FastAPI routes) call `job_service(request)` and
+`app_settings(request)` instead: FastAPI resolves each dependency with some eighty Python
+calls of bookkeeping per request, more than the handler's own work for a status poll.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from conveyor_api.auth import KeyVerifier
 from conveyor_api.errors import install_error_handlers
 from conveyor_api.event_hub import EventHub
 from conveyor_api.event_stream import JobEventStream
+from conveyor_api.gateway_app import GatewayApp
 from conveyor_api.limits import BodySizeLimit
 from conveyor_api.maintenance import Maintenance
 from conveyor_api.metrics import BROKER_CONNECTED, HttpMetrics
 from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
 from conveyor_api.routes import compat, console, docs, files, health, job_events, jobs, queues
-from conveyor_api.routes.hot import GatewayApp
 from conveyor_api.service import JobService
 from conveyor_api.store import open_gateway_store
 
@@ -133,7 +133,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app.include_router(compat.router)
     app.include_router(console.router)
     app.include_router(docs.router)
-    app.install_hot_routes(**body_limits)  # ahead of the middleware, under the same limits
+    # Ahead of the middleware, under the same limits.
+    app.install_hot_routes(jobs.HOT_ROUTES, **body_limits)
     if not settings.auth_enabled and "*" not in settings.local_hosts:
         app.local_hosts = frozenset(host.lower() for host in settings.local_hosts)
     return app

@@ -10,12 +10,14 @@ from conveyor_core.artifact_paths import ARTIFACT_NAME_PATTERN, job_artifact_pat
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.states import JobState
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from conveyor_api.auth import Principal, PrincipalDep
+from conveyor_api.auth import Principal, PrincipalDep, authenticate
 from conveyor_api.deps import ArtifactsDep, JobsDep, SettingsDep, app_settings, job_service
-from conveyor_api.ratelimit import SubmitterDep
+from conveyor_api.gateway_app import HotRoute
+from conveyor_api.ratelimit import SubmitterDep, take_submit_token
 from conveyor_api.schemas import (
     SUBMISSION_EXAMPLES,
     JobAccepted,
@@ -72,12 +74,11 @@ async def submit_job(
 
 
 async def accept(
-    request: Request, submission: Any, caller: Principal, idempotency_key: str | None
+    request: Request, submission: JobSubmission, caller: Principal, idempotency_key: str | None
 ) -> Response:
     """A validated submission from an authenticated caller, queued: its 202.
 
-    Shared with the plain-ASGI submit route (routes/hot.py), which validates the body
-    itself.
+    Shared with the plain-ASGI `submit` below, which validates the body itself.
     """
     jobs, settings = job_service(request), app_settings(request)  # hot path: see deps.py
     job_type = JOB_TYPES[submission.type]
@@ -105,7 +106,7 @@ async def get_job(job_id: uuid.UUID, request: Request, caller: PrincipalDep) -> 
 
 
 async def job_state(request: Request, job_id: uuid.UUID, caller: Principal) -> Response:
-    """The job as the caller may see it; shared with the plain-ASGI route (routes/hot.py)."""
+    """The job as the caller may see it; shared with the plain-ASGI `poll` below."""
     job = await job_service(request).get(job_id, caller.owner_filter)  # hot path: see deps.py
     if job is None:
         raise _not_found(job_id)
@@ -207,3 +208,55 @@ async def list_job_types(settings: SettingsDep) -> list[JobTypeInfo]:
         )
         for t in JOB_TYPES.values()
     ]
+
+
+# --- The plain-ASGI answers of POST /v1/jobs and GET /v1/jobs/{id} (gateway_app.py): the
+# same `accept` and `job_state` as the routes above, without FastAPI's per-request work.
+
+_SUBMISSION: TypeAdapter[JobSubmission] = TypeAdapter(JobSubmission)
+_JOB_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
+
+
+def _is_json(content_type: str | None) -> bool:
+    # Only the plain spellings; anything else is FastAPI's to judge.
+    if content_type is None:
+        return False
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def submit(request: Request) -> Response | None:
+    """POST /v1/jobs."""
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        return None
+    if not _is_json(request.headers.get("content-type")):
+        return None
+    # Before any work on the body: an anonymous caller gets its 401 for free.
+    caller = await authenticate(request)
+    body = await request.body()
+    try:
+        submission = _SUBMISSION.validate_json(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        if any(item["type"] == "json_invalid" for item in errors):
+            return None  # broken JSON: FastAPI's own answer, which names the position
+        # Answered here, as FastAPI words it: validating a large body twice is no answer.
+        in_body = [{**item, "loc": ("body", *item["loc"])} for item in errors]
+        raise RequestValidationError(in_body, body=body) from None
+    take_submit_token(request, caller)
+    return await accept(request, submission, caller, idempotency_key)
+
+
+async def poll(request: Request) -> Response | None:
+    """GET /v1/jobs/{job_id}."""
+    try:
+        job_id = _JOB_ID.validate_python(request.path_params["job_id"])
+    except ValidationError:
+        return None
+    return await job_state(request, job_id, await authenticate(request))
+
+
+HOT_ROUTES = (HotRoute("POST", "/v1/jobs", submit), HotRoute("GET", "/v1/jobs/{job_id}", poll))

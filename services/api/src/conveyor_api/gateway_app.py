@@ -1,4 +1,4 @@
-"""Plain-ASGI answers for the two hottest requests: submit a job, poll a job.
+"""The gateway's ASGI app: FastAPI, with plain-ASGI answers for the two hottest requests.
 
 FastAPI spends several hundred Python calls of its own on every request: six middleware
 layers (error pages, OpenTelemetry checks, body limits, exception handlers, exit stacks),
@@ -6,41 +6,30 @@ nested router matching, a dependency graph solved per request, each parameter va
 on its own. On a status poll that is more than the poll's whole work (a batched one-row
 SELECT); on a submission, a large share.
 
-`GatewayApp` answers the common, valid request of these two routes before all of that,
-with the same models and the same service code as the FastAPI routes (`accept` and
-`job_state` in routes/jobs.py), under the same body size limit and request metrics.
-A request it cannot vouch for, it declines: it goes to the FastAPI app, body and all,
-which answers it exactly as it would without the hot routes (a body that does not
-validate, a content type FastAPI refuses, an oversized header). What the service raises
-(401, 403, 404, 409, 429, 503...) is answered by the app's own exception handlers. The
-FastAPI routes stay registered: OpenAPI and /docs describe them.
+`GatewayApp` answers the common, valid request of its hot routes (routes/jobs.py: `submit`
+and `poll`) before all of that, with the same models and the same service code as the
+FastAPI routes, under the same body size limit and request metrics. A request a hot route
+cannot vouch for, it declines: it goes to the FastAPI app, body and all, which answers it
+exactly as it would without the hot routes (a body that does not validate, a content type
+FastAPI refuses, an oversized header). What the service raises (401, 403, 404, 409, 429,
+503...) is answered by the app's own exception handlers. The FastAPI routes stay
+registered: OpenAPI and /docs describe them.
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from conveyor_api import local_only
-from conveyor_api.auth import authenticate
 from conveyor_api.limits import BodySizeLimit
 from conveyor_api.metrics import HANDED_ON, HttpMetrics
-from conveyor_api.ratelimit import take_submit_token
-from conveyor_api.routes.jobs import IDEMPOTENCY_KEY_MAX_LENGTH, accept, job_state
-from conveyor_api.schemas import JobSubmission
 
 Answer = Callable[[Request], Awaitable[Response | None]]
-
-_SUBMISSION: TypeAdapter[Any] = TypeAdapter(JobSubmission)
-_JOB_ID: TypeAdapter[uuid.UUID] = TypeAdapter(uuid.UUID)
 
 
 class HotRoute:
@@ -67,11 +56,10 @@ class GatewayApp(FastAPI):
     # Set when authentication is off: requests from elsewhere are refused first (local_only).
     local_hosts: frozenset[str] | None = None
 
-    def install_hot_routes(self, *, max_bytes: int, max_upload_bytes: int) -> None:
-        self.hot_routes = [
-            HotRoute("POST", "/v1/jobs", submit),
-            HotRoute("GET", "/v1/jobs/{job_id}", poll),
-        ]
+    def install_hot_routes(
+        self, routes: Sequence[HotRoute], *, max_bytes: int, max_upload_bytes: int
+    ) -> None:
+        self.hot_routes = routes
         # The same limit and metrics as the app's own middleware (main.py) apply.
         self._hot_stack = HttpMetrics(BodySizeLimit(self._answer, max_bytes, max_upload_bytes))
 
@@ -131,45 +119,3 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-def _is_json(content_type: str | None) -> bool:
-    # Only the plain spellings; anything else is FastAPI's to judge.
-    if content_type is None:
-        return False
-    media_type = content_type.partition(";")[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
-
-
-async def submit(request: Request) -> Response | None:
-    """POST /v1/jobs."""
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        return None
-    if not _is_json(request.headers.get("content-type")):
-        return None
-    # Before any work on the body: an anonymous caller gets its 401 for free.
-    caller = await authenticate(request)
-    body = await request.body()
-    try:
-        submission = _SUBMISSION.validate_json(body)
-    except ValidationError as error:
-        errors = error.errors(include_url=False)
-        if any(item["type"] == "json_invalid" for item in errors):
-            return None  # broken JSON: FastAPI's own answer, which names the position
-        # Answered here, as FastAPI words it: validating a large body twice is no answer.
-        in_body = [{**item, "loc": ("body", *item["loc"])} for item in errors]
-        raise RequestValidationError(in_body, body=body) from None
-    take_submit_token(request, caller)
-    return await accept(request, submission, caller, idempotency_key)
-
-
-async def poll(request: Request) -> Response | None:
-    """GET /v1/jobs/{job_id}."""
-    try:
-        job_id = _JOB_ID.validate_python(request.path_params["job_id"])
-    except ValidationError:
-        return None
-    return await job_state(request, job_id, await authenticate(request))
