@@ -555,9 +555,14 @@ def _overrides(env: dict[str, str], ports: dict[str, int], pod_dir: Path) -> dic
 
 
 def _signal(pp: PodProcess, sig: signal.Signals) -> None:
+    """As a container runtime does: SIGTERM to the container's main process only (Celery's
+    pool children must finish their jobs in the warm shutdown), SIGKILL to all of it."""
     if pp.process is not None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pp.process.pid, sig)
+            if sig == signal.SIGKILL:
+                os.killpg(pp.process.pid, sig)
+            else:
+                os.kill(pp.process.pid, sig)
 
 
 def _exit_code(process: subprocess.Popen[bytes]) -> int:
