@@ -1,8 +1,10 @@
 """Conveyor's Grafana dashboards as code: the source of deploy/grafana/*.json.
 
-`make dashboards` (python deploy/grafana/build.py) writes the JSON files Grafana imports and
-the chart's templates/monitoring/_dashboards.tpl, from which the chart makes ConfigMaps for
-the Grafana sidecar. `--check` exits 1 when a committed file differs from what this writes;
+Written with Grafana's grafana-foundation-sdk (typed builders for dashboards, panels and
+Prometheus queries; a dev dependency pinned in the root pyproject.toml). `make dashboards`
+(python deploy/grafana/build.py) writes the JSON files Grafana imports and the chart's
+templates/monitoring/_dashboards.tpl, from which the chart makes ConfigMaps for the Grafana
+sidecar. `--check` exits 1 when a committed file differs from what this writes;
 tests/observability evaluates every query below against a real Prometheus.
 
 Queue depth comes from RabbitMQ's rabbitmq_prometheus plugin (/metrics/detailed with the
@@ -20,16 +22,52 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import heatmap, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders.common import (
+    ReduceDataOptions,
+    StackingConfig,
+    VizLegendOptions,
+    VizTooltipOptions,
+)
+from grafana_foundation_sdk.builders.dashboard import (
+    Dashboard,
+    DashboardLink,
+    DatasourceVariable,
+    FieldColor,
+    QueryVariable,
+    Row,
+    ThresholdsConfig,
+)
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DashboardLinkType,
+    DataSourceRef,
+    DynamicConfigValue,
+    FieldColorModeId,
+    Threshold,
+    ThresholdsMode,
+    VariableHide,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat, QueryEditorMode
+
 REPO = Path(__file__).resolve().parents[2]
 OUT_DIR = REPO / "deploy" / "grafana"
 CHART_TEMPLATE = (
     REPO / "deploy" / "helm" / "conveyor" / "templates" / "monitoring" / "_dashboards.tpl"
 )
 
-Panel = dict[str, Any]
-Dashboard = dict[str, Any]
+# What the builders produce, as Grafana's JSON: what the tests, the preview and the chart read.
+PanelJson = dict[str, Any]
+DashboardJson = dict[str, Any]
 
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
 
 # --- PromQL building blocks, shared by both dashboards.
@@ -74,207 +112,152 @@ REPLICAS = (
     f" or on (type) 0 * {by_type('rabbitmq_detailed_queue_messages')}"
 )
 
-
-# --- panel builders
-
-
-class Layout:
-    """Hands out panel ids and grid positions, row by row (24 columns)."""
-
-    def __init__(self) -> None:
-        self.next_id = 1
-        self.x = 0
-        self.y = 0
-        self.row_height = 0
-
-    def place(self, w: int, h: int) -> dict[str, Any]:
-        if self.x + w > 24:
-            self.newline()
-        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
-        self.x += w
-        self.row_height = max(self.row_height, h)
-        return pos
-
-    def newline(self) -> None:
-        self.y += self.row_height
-        self.x = 0
-        self.row_height = 0
-
-    def take_id(self) -> int:
-        self.next_id += 1
-        return self.next_id - 1
+TYPE_VALUES = "label_values(conveyor_jobs_submitted_total, type)"
 
 
-def target(expr: str, legend: str, ref: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "datasource": DATASOURCE,
-        "editorMode": "code",
-        "expr": expr,
-        "legendFormat": legend,
-        "range": True,
-        "refId": ref,
-        **extra,
-    }
+# --- panel builders. The dashboard places panels left to right, a new line when a line's
+# 24 columns are full, so each builder only sets its panel's size.
 
 
-def targets(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
-    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
+    return (
+        prometheus.Dataquery()
+        .datasource(DATASOURCE)
+        .editor_mode(QueryEditorMode.CODE)
+        .expr(expr)
+        .legend_format(legend)
+        .range()
+        .ref_id(ref)
+    )
 
 
-def row(layout: Layout, title: str) -> Panel:
-    layout.newline()
-    panel = {
-        "collapsed": False,
-        "gridPos": {"h": 1, "w": 24, "x": 0, "y": layout.y},
-        "id": layout.take_id(),
-        "panels": [],
-        "title": title,
-        "type": "row",
-    }
-    layout.y += 1
-    return panel
+def queries(*pairs: tuple[str, str]) -> list[Builder[Dataquery]]:
+    """One query per (expr, legend), ref ids A, B, C..."""
+    return [query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
 
 
-def timeseries(
-    layout: Layout,
+def timeseries_panel(
     title: str,
     description: str,
-    queries: list[dict[str, Any]],
+    targets: list[Builder[Dataquery]],
     unit: str,
-    w: int = 12,
-    h: int = 8,
-    min_value: float | None = 0,
-    max_value: float | None = None,
-    overrides: list[dict[str, Any]] | None = None,
+    width: int = 12,
     stack: bool = False,
-) -> Panel:
-    defaults: dict[str, Any] = {
-        "custom": {
-            "drawStyle": "line",
-            "fillOpacity": 10 if not stack else 60,
-            "lineWidth": 2,
-            "showPoints": "never",
-            "spanNulls": False,
-            "stacking": {"group": "A", "mode": "normal" if stack else "none"},
-        },
-        "unit": unit,
-    }
-    if min_value is not None:
-        defaults["min"] = min_value
-    if max_value is not None:
-        defaults["max"] = max_value
-    return {
-        "datasource": DATASOURCE,
-        "description": description,
-        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "gridPos": layout.place(w, h),
-        "id": layout.take_id(),
-        "options": {
-            "legend": {
-                "calcs": ["lastNotNull", "max"],
-                "displayMode": "table",
-                "placement": "bottom",
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": queries,
-        "title": title,
-        "type": "timeseries",
-    }
+) -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .unit(unit)
+        .min(0)
+        .span(width)
+        .height(8)
+        .draw_style(common.GraphDrawStyle.LINE)
+        .fill_opacity(60 if stack else 10)
+        .line_width(2)
+        .show_points(common.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(
+            StackingConfig()
+            .group("A")
+            .mode(common.StackingMode.NORMAL if stack else common.StackingMode.NONE)
+        )
+        .legend(
+            VizLegendOptions()
+            # The SDK's default is a hidden legend; Grafana's is a shown one.
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.TABLE)
+            .placement(common.LegendPlacement.BOTTOM)
+            .calcs(["lastNotNull", "max"])
+        )
+        .tooltip(
+            VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.DESCENDING)
+        )
+    )
 
 
-def stat(
-    layout: Layout,
+def stat_panel(
     title: str,
     description: str,
     expr: str,
     unit: str,
-    legend: str = "",
-    w: int = 4,
     thresholds: list[tuple[float | None, str]] | None = None,
-) -> Panel:
-    steps = [{"color": color, "value": value} for value, color in (thresholds or [(None, "green")])]
-    return {
-        "datasource": DATASOURCE,
-        "description": description,
-        "fieldConfig": {
-            "defaults": {
-                "color": {"mode": "thresholds"},
-                "thresholds": {"mode": "absolute", "steps": steps},
-                "unit": unit,
-            },
-            "overrides": [],
-        },
-        "gridPos": layout.place(w, 4),
-        "id": layout.take_id(),
-        "options": {
-            "colorMode": "value",
-            "graphMode": "area",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "textMode": "auto",
-        },
-        "targets": [target(expr, legend, "A", instant=False)],
-        "title": title,
-        "type": "stat",
-    }
+) -> stat.Panel:
+    steps = [
+        Threshold(value=value, color=color) for value, color in thresholds or [(None, "green")]
+    ]
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(query(expr, ""))
+        .unit(unit)
+        .span(4)
+        .height(4)
+        .color_scheme(FieldColor().mode(FieldColorModeId.THRESHOLDS))
+        .thresholds(ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps))
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.AREA)
+        .text_mode(common.BigValueTextMode.AUTO)
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+    )
 
 
-def right_axis(regex: str) -> dict[str, Any]:
-    """Override: series whose name matches `regex` on a right axis, dashed."""
-    return {
-        "matcher": {"id": "byRegexp", "options": regex},
-        "properties": [
-            {"id": "custom.axisPlacement", "value": "right"},
-            {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}},
-            {"id": "custom.fillOpacity", "value": 0},
-            {"id": "decimals", "value": 0},
-            {"id": "custom.axisLabel", "value": "replicas"},
-        ],
-    }
+# Override for series drawn against the right axis as dashed replica counts.
+DASHED = common.LineStyle(fill="dash", dash=[10, 10])
+RIGHT_AXIS_REPLICAS = [
+    DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+    DynamicConfigValue(id_val="custom.lineStyle", value=DASHED),
+    DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+    DynamicConfigValue(id_val="decimals", value=0),
+    DynamicConfigValue(id_val="custom.axisLabel", value="replicas"),
+]
 
 
-def datasource_variable() -> dict[str, Any]:
-    return {
-        "current": {},
-        "hide": 0,
-        "label": "Prometheus",
-        "name": "datasource",
-        "options": [],
-        "query": "prometheus",
-        "refresh": 1,
-        "type": "datasource",
-    }
+def conveyor_dashboard(uid: str, title: str, description: str) -> Dashboard:
+    """A dashboard with what both share: tag, link to the other, time range, datasource."""
+    return (
+        Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["conveyor"])
+        .editable()
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .time("now-3h", "now")
+        .timezone("browser")
+        .refresh("30s")
+        .version(1)
+        .annotations([])
+        .link(
+            DashboardLink("Conveyor")
+            .type(DashboardLinkType.DASHBOARDS)
+            .tags(["conveyor"])
+            .as_dropdown(False)
+            .include_vars(False)
+            .keep_time(True)
+        )
+        .with_variable(
+            DatasourceVariable("datasource")
+            .label("Prometheus")
+            .type("prometheus")
+            .hide(VariableHide.DONT_HIDE)
+        )
+    )
 
 
-def dashboard(
-    uid: str, title: str, description: str, panels: list[Panel], variables: list[dict[str, Any]]
-) -> Dashboard:
-    return {
-        "annotations": {"list": []},
-        "description": description,
-        "editable": True,
-        "graphTooltip": 1,
-        "links": [
-            {
-                "asDropdown": False,
-                "includeVars": False,
-                "keepTime": True,
-                "tags": ["conveyor"],
-                "title": "Conveyor",
-                "type": "dashboards",
-            }
-        ],
-        "panels": panels,
-        "refresh": "30s",
-        "schemaVersion": 39,
-        "tags": ["conveyor"],
-        "templating": {"list": variables},
-        "time": {"from": "now-3h", "to": "now"},
-        "timezone": "browser",
-        "title": title,
-        "uid": uid,
-        "version": 1,
-    }
+def to_json(board: Dashboard) -> DashboardJson:
+    """The dashboard as Grafana's JSON (plain dicts, through the SDK's encoder). Panels, rows
+    included, are numbered in reading order: the SDK leaves ids to us, Grafana wants them."""
+    model = board.build()
+    for number, panel in enumerate(model.panels or [], start=1):
+        panel.id_val = number
+    encoded: DashboardJson = json.loads(json.dumps(model, cls=JSONEncoder))
+    return encoded
 
 
 # --- the dashboards
@@ -290,406 +273,405 @@ PREVIEW_PANELS = (
 )
 
 
-def overview() -> Dashboard:
-    lay = Layout()
-    panels: list[Panel] = [row(lay, "Is work flowing?")]
-    panels += [
-        stat(
-            lay,
-            "Submitted / min",
-            "Jobs the gateway accepted (202), all types.",
-            f"sum(rate(conveyor_jobs_submitted_total[{RATE}])) * 60",
-            "none",
-        ),
-        stat(
-            lay,
-            "Success ratio",
-            "succeeded / (succeeded + failed), all types. Cancelled jobs are not counted.",
-            f"{OK_ALL} / ({OK_ALL} + {FAILED_ALL})",
-            "percentunit",
-            thresholds=[(None, "red"), (0.9, "orange"), (0.99, "green")],
-        ),
-        stat(
-            lay,
-            "Running now",
-            "Jobs running now, all types.",
-            "sum(conveyor_jobs_in_progress)",
-            "none",
-        ),
-        stat(
-            lay,
-            "Jobs waiting",
-            "Ready messages in the job queues (RabbitMQ): submitted, not started.",
-            f"sum(rabbitmq_detailed_queue_messages_ready{{{MAIN_QUEUES}}})",
-            "none",
-            thresholds=[(None, "green"), (50, "orange")],
-        ),
-        stat(
-            lay,
-            "Worker replicas",
-            "Worker pods consuming (conveyor_worker_up), all types.",
-            "sum(conveyor_worker_up)",
-            "none",
-        ),
-        stat(
-            lay,
-            "Dead-lettered",
-            "Messages in the dead-letter queues: jobs whose worker was lost on every attempt.",
-            f"sum(rabbitmq_detailed_queue_messages{{{DEAD_LETTER_QUEUES}}})",
-            "none",
-            thresholds=[(None, "green"), (1, "red")],
-        ),
-    ]
-    panels.append(
-        timeseries(
-            lay,
-            "Throughput by type",
-            "Jobs per minute: accepted by the gateway, and finished by the workers.",
-            targets(
-                (f"{rate_by_type('conveyor_jobs_submitted_total')} * 60", "{{type}} submitted"),
-                (f"{rate_by_type('conveyor_jobs_succeeded_total')} * 60", "{{type}} succeeded"),
-                (f"{rate_by_type('conveyor_jobs_failed_total')} * 60", "{{type}} failed"),
-            ),
-            "opm",
+def overview() -> DashboardJson:
+    board = (
+        conveyor_dashboard(
+            "conveyor-overview",
+            "Conveyor / Overview",
+            "Is work flowing, how long do jobs wait and run, what fails, are we scaled right.",
+        )
+        .with_row(Row("Is work flowing?"))
+        .with_panel(
+            stat_panel(
+                "Submitted / min",
+                "Jobs the gateway accepted (202), all types.",
+                f"sum(rate(conveyor_jobs_submitted_total[{RATE}])) * 60",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Success ratio",
+                "succeeded / (succeeded + failed), all types. Cancelled jobs are not counted.",
+                f"{OK_ALL} / ({OK_ALL} + {FAILED_ALL})",
+                "percentunit",
+                thresholds=[(None, "red"), (0.9, "orange"), (0.99, "green")],
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Running now",
+                "Jobs running now, all types.",
+                "sum(conveyor_jobs_in_progress)",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Jobs waiting",
+                "Ready messages in the job queues (RabbitMQ): submitted, not started.",
+                f"sum(rabbitmq_detailed_queue_messages_ready{{{MAIN_QUEUES}}})",
+                "none",
+                thresholds=[(None, "green"), (50, "orange")],
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Worker replicas",
+                "Worker pods consuming (conveyor_worker_up), all types.",
+                "sum(conveyor_worker_up)",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Dead-lettered",
+                "Messages in the dead-letter queues: jobs whose worker was lost on every attempt.",
+                f"sum(rabbitmq_detailed_queue_messages{{{DEAD_LETTER_QUEUES}}})",
+                "none",
+                thresholds=[(None, "green"), (1, "red")],
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Throughput by type",
+                "Jobs per minute: accepted by the gateway, and finished by the workers.",
+                queries(
+                    (f"{rate_by_type('conveyor_jobs_submitted_total')} * 60", "{{type}} submitted"),
+                    (f"{rate_by_type('conveyor_jobs_succeeded_total')} * 60", "{{type}} succeeded"),
+                    (f"{rate_by_type('conveyor_jobs_failed_total')} * 60", "{{type}} failed"),
+                ),
+                "opm",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Success ratio by type",
+                "succeeded / (succeeded + failed) per job type; gaps: nothing finished.",
+                queries((success_ratio(), "{{type}}")),
+                "percentunit",
+            ).max(1)
+        )
+        .with_row(Row("Are we scaled right?"))
+        .with_panel(
+            timeseries_panel(
+                "Queue depth vs replicas",
+                "Messages per job queue (ready + unacknowledged, i.e. waiting + running) against "
+                "the worker pods consuming it (right axis). Depth rising while replicas stay "
+                "flat: KEDA at maxReplicaCount or pods not starting.",
+                queries(
+                    (by_type("rabbitmq_detailed_queue_messages"), "{{type}} depth"),
+                    (REPLICAS, "{{type}} replicas"),
+                ),
+                "none",
+            ).override_by_regexp(".* replicas", RIGHT_AXIS_REPLICAS)
+        )
+        .with_panel(
+            timeseries_panel(
+                "Jobs in flight",
+                "Jobs running now per type, across every worker pod and pool process.",
+                queries(("sum by (type) (conveyor_jobs_in_progress)", "{{type}}")),
+                "none",
+                stack=True,
+            )
+        )
+        .with_row(Row("How long do jobs wait and run?"))
+        .with_panel(
+            timeseries_panel(
+                "Queue wait p50 / p95",
+                "Submission to start, per type (jobs that started in the interval).",
+                queries(
+                    (quantile(0.5, "conveyor_job_queue_wait_seconds"), "{{type}} p50"),
+                    (quantile(0.95, "conveyor_job_queue_wait_seconds"), "{{type}} p95"),
+                ),
+                "s",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Run time p50 / p95",
+                "Start to outcome, per type (jobs that finished in the interval).",
+                queries(
+                    (quantile(0.5, "conveyor_job_run_duration_seconds"), "{{type}} p50"),
+                    (quantile(0.95, "conveyor_job_run_duration_seconds"), "{{type}} p95"),
+                ),
+                "s",
+            )
+        )
+        .with_row(Row("What fails?"))
+        .with_panel(
+            timeseries_panel(
+                "Failed, cancelled, retried / min",
+                "Failed: the job ended failed. Cancelled: stopped on request while running. "
+                "Retried: started again after its worker was lost.",
+                queries(
+                    (f"{rate_by_type('conveyor_jobs_failed_total')} * 60", "{{type}} failed"),
+                    (f"{rate_by_type('conveyor_jobs_cancelled_total')} * 60", "{{type}} cancelled"),
+                    (f"{rate_by_type('conveyor_jobs_retried_total')} * 60", "{{type}} retried"),
+                ),
+                "opm",
+                width=8,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Submissions rejected / min",
+                "Refused submissions by reason: validation (422), forbidden (403), limit, "
+                "idempotency_conflict (409), broker_unavailable / store_unavailable (503).",
+                queries(
+                    (
+                        f"sum by (reason) (rate(conveyor_submissions_rejected_total[{RATE}])) * 60",
+                        "{{reason}}",
+                    )
+                ),
+                "opm",
+                width=8,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Gateway answers by status / s",
+                "Every HTTP answer of the gateway by status code. 5xx: see the "
+                "ConveyorGatewayErrorRatioHigh runbook.",
+                queries(
+                    (
+                        f"sum by (status) (rate(conveyor_http_requests_total[{RATE}]))",
+                        "{{status}}",
+                    )
+                ),
+                "reqps",
+                width=8,
+                stack=True,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Gateway latency p95 by route",
+                "Time to answer, by route template.",
+                queries(
+                    (
+                        quantile(
+                            0.95, "conveyor_http_request_duration_seconds", by="route, method"
+                        ),
+                        "{{method}} {{route}}",
+                    )
+                ),
+                "s",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Publish to confirm p95 / broker connected",
+                "Time from publishing a job to RabbitMQ's publisher confirm, by type; and "
+                "whether the gateway is connected to RabbitMQ (1) or not (0).",
+                queries(
+                    (quantile(0.95, "conveyor_publish_duration_seconds"), "{{type}} publish p95"),
+                    ("min(conveyor_gateway_broker_connected)", "broker connected"),
+                ),
+                "s",
+            ).override_by_name(
+                "broker connected",
+                [
+                    DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+                    DynamicConfigValue(id_val="unit", value="bool"),
+                    DynamicConfigValue(id_val="max", value=1),
+                ],
+            )
         )
     )
-    panels.append(
-        timeseries(
-            lay,
-            "Success ratio by type",
-            "succeeded / (succeeded + failed) per job type; gaps: nothing finished.",
-            targets((success_ratio(), "{{type}}")),
-            "percentunit",
-            max_value=1,
-        )
-    )
-    panels.append(row(lay, "Are we scaled right?"))
-    panels.append(
-        timeseries(
-            lay,
-            "Queue depth vs replicas",
-            "Messages per job queue (ready + unacknowledged, i.e. waiting + running) against "
-            "the worker pods consuming it (right axis). Depth rising while replicas stay flat: "
-            "KEDA at maxReplicaCount or pods not starting.",
-            targets(
-                (by_type("rabbitmq_detailed_queue_messages"), "{{type}} depth"),
-                (REPLICAS, "{{type}} replicas"),
-            ),
-            "none",
-            overrides=[right_axis(".* replicas")],
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Jobs in flight",
-            "Jobs running now per type, across every worker pod and pool process.",
-            targets(("sum by (type) (conveyor_jobs_in_progress)", "{{type}}")),
-            "none",
-            stack=True,
-        )
-    )
-    panels.append(row(lay, "How long do jobs wait and run?"))
-    panels.append(
-        timeseries(
-            lay,
-            "Queue wait p50 / p95",
-            "Submission to start, per type (jobs that started in the interval).",
-            targets(
-                (quantile(0.5, "conveyor_job_queue_wait_seconds"), "{{type}} p50"),
-                (quantile(0.95, "conveyor_job_queue_wait_seconds"), "{{type}} p95"),
-            ),
-            "s",
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Run time p50 / p95",
-            "Start to outcome, per type (jobs that finished in the interval).",
-            targets(
-                (quantile(0.5, "conveyor_job_run_duration_seconds"), "{{type}} p50"),
-                (quantile(0.95, "conveyor_job_run_duration_seconds"), "{{type}} p95"),
-            ),
-            "s",
-        )
-    )
-    panels.append(row(lay, "What fails?"))
-    panels.append(
-        timeseries(
-            lay,
-            "Failed, cancelled, retried / min",
-            "Failed: the job ended failed. Cancelled: stopped on request while running. "
-            "Retried: started again after its worker was lost.",
-            targets(
-                (f"{rate_by_type('conveyor_jobs_failed_total')} * 60", "{{type}} failed"),
-                (f"{rate_by_type('conveyor_jobs_cancelled_total')} * 60", "{{type}} cancelled"),
-                (f"{rate_by_type('conveyor_jobs_retried_total')} * 60", "{{type}} retried"),
-            ),
-            "opm",
-            w=8,
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Submissions rejected / min",
-            "Refused submissions by reason: validation (422), forbidden (403), limit, "
-            "idempotency_conflict (409), broker_unavailable / store_unavailable (503).",
-            targets(
-                (
-                    f"sum by (reason) (rate(conveyor_submissions_rejected_total[{RATE}])) * 60",
-                    "{{reason}}",
-                )
-            ),
-            "opm",
-            w=8,
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Gateway answers by status / s",
-            "Every HTTP answer of the gateway by status code. 5xx: see the "
-            "ConveyorGatewayErrorRatioHigh runbook.",
-            targets(
-                (
-                    f"sum by (status) (rate(conveyor_http_requests_total[{RATE}]))",
-                    "{{status}}",
-                )
-            ),
-            "reqps",
-            w=8,
-            stack=True,
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Gateway latency p95 by route",
-            "Time to answer, by route template.",
-            targets(
-                (
-                    quantile(0.95, "conveyor_http_request_duration_seconds", by="route, method"),
-                    "{{method}} {{route}}",
-                )
-            ),
-            "s",
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Publish to confirm p95 / broker connected",
-            "Time from publishing a job to RabbitMQ's publisher confirm, by type; and whether "
-            "the gateway is connected to RabbitMQ (1) or not (0).",
-            targets(
-                (quantile(0.95, "conveyor_publish_duration_seconds"), "{{type}} publish p95"),
-                ("min(conveyor_gateway_broker_connected)", "broker connected"),
-            ),
-            "s",
-            overrides=[
-                {
-                    "matcher": {"id": "byName", "options": "broker connected"},
-                    "properties": [
-                        {"id": "custom.axisPlacement", "value": "right"},
-                        {"id": "unit", "value": "bool"},
-                        {"id": "max", "value": 1},
-                    ],
-                }
-            ],
-        )
-    )
-    return dashboard(
-        "conveyor-overview",
-        "Conveyor / Overview",
-        "Is work flowing, how long do jobs wait and run, what fails, are we scaled right.",
-        panels,
-        [datasource_variable()],
-    )
+    return to_json(board)
 
 
-def job_type() -> Dashboard:
-    lay = Layout()
+def job_type() -> DashboardJson:
     t = 'type="$type"'
     queue = 'queue="conveyor.$type"'
-    panels: list[Panel] = [row(lay, "$type now")]
-    panels += [
-        stat(
-            lay,
-            "Waiting",
-            "Ready messages in conveyor.$type.",
-            f"sum(rabbitmq_detailed_queue_messages_ready{{{queue}}})",
-            "none",
-        ),
-        stat(
-            lay,
-            "Running",
-            "Jobs running now (conveyor_jobs_in_progress).",
-            f"sum(conveyor_jobs_in_progress{{{t}}})",
-            "none",
-        ),
-        stat(
-            lay,
-            "Replicas",
-            "Worker pods of this type consuming (conveyor_worker_up).",
-            f"sum(conveyor_worker_up{{{t}}})",
-            "none",
-        ),
-        stat(
-            lay,
-            "Consumers",
-            "Consumers RabbitMQ counts on conveyor.$type (one per worker pod).",
-            f"sum(rabbitmq_detailed_queue_consumers{{{queue}}})",
-            "none",
-        ),
-        stat(
-            lay,
-            "Since last success",
-            "Time since a job of this type last succeeded.",
-            f"time() - max(conveyor_job_last_success_timestamp_seconds{{{t}}})",
-            "s",
-        ),
-        stat(
-            lay,
-            "Dead-lettered",
-            "Messages in conveyor.$type.dead-letter.",
-            'sum(rabbitmq_detailed_queue_messages{queue="conveyor.$type.dead-letter"})',
-            "none",
-            thresholds=[(None, "green"), (1, "red")],
-        ),
-    ]
-    panels.append(
-        timeseries(
-            lay,
-            "Jobs / min by outcome",
-            "Submitted (gateway), started, succeeded, failed, cancelled, retried (workers). "
-            "Deferred: sent to the back of the queue, its key at CONVEYOR_MAX_RUNNING_PER_KEY.",
-            targets(
-                (f"sum(rate(conveyor_jobs_submitted_total{{{t}}}[{RATE}])) * 60", "submitted"),
-                (f"sum(rate(conveyor_jobs_started_total{{{t}}}[{RATE}])) * 60", "started"),
-                (f"sum(rate(conveyor_jobs_succeeded_total{{{t}}}[{RATE}])) * 60", "succeeded"),
-                (f"sum(rate(conveyor_jobs_failed_total{{{t}}}[{RATE}])) * 60", "failed"),
-                (f"sum(rate(conveyor_jobs_cancelled_total{{{t}}}[{RATE}])) * 60", "cancelled"),
-                (f"sum(rate(conveyor_jobs_retried_total{{{t}}}[{RATE}])) * 60", "retried"),
-                (f"sum(rate(conveyor_jobs_deferred_total{{{t}}}[{RATE}])) * 60", "deferred"),
-            ),
-            "opm",
+    board = (
+        conveyor_dashboard(
+            "conveyor-job-type",
+            "Conveyor / Job type",
+            "One job type in depth: its queue, its workers, outcomes, wait and run time.",
         )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Success ratio",
-            "succeeded / (succeeded + failed).",
-            targets((success_ratio(t), "{{type}}")),
-            "percentunit",
-            max_value=1,
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Queue and replicas",
-            "conveyor.$type: ready (waiting) and unacknowledged (running) messages; worker "
-            "pods and RabbitMQ consumers on the right axis.",
-            targets(
-                (f"sum(rabbitmq_detailed_queue_messages_ready{{{queue}}})", "ready"),
-                (f"sum(rabbitmq_detailed_queue_messages_unacked{{{queue}}})", "unacked"),
-                (f"sum(conveyor_worker_up{{{t}}})", "worker replicas"),
-                (f"sum(rabbitmq_detailed_queue_consumers{{{queue}}})", "consumer replicas"),
-            ),
-            "none",
-            overrides=[right_axis(".* replicas")],
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Jobs in flight",
-            "Jobs running now, across every pod and pool process.",
-            targets((f"sum(conveyor_jobs_in_progress{{{t}}})", "running")),
-            "none",
-        )
-    )
-    panels.append(row(lay, "$type wait and run time"))
-    panels.append(
-        timeseries(
-            lay,
-            "Queue wait percentiles",
-            "Submission to start.",
-            targets(
-                *(
-                    (quantile(q, "conveyor_job_queue_wait_seconds", t), f"p{int(q * 100)}")
-                    for q in (0.5, 0.9, 0.99)
-                )
-            ),
-            "s",
-        )
-    )
-    panels.append(
-        timeseries(
-            lay,
-            "Run time percentiles",
-            "Start to outcome (succeeded, failed or cancelled).",
-            targets(
-                *(
-                    (quantile(q, "conveyor_job_run_duration_seconds", t), f"p{int(q * 100)}")
-                    for q in (0.5, 0.9, 0.99)
-                )
-            ),
-            "s",
-        )
-    )
-    heatmap = {
-        "datasource": DATASOURCE,
-        "description": "Jobs that finished per run-time bucket (seconds to hours).",
-        "fieldConfig": {"defaults": {}, "overrides": []},
-        "gridPos": lay.place(24, 8),
-        "id": lay.take_id(),
-        "options": {
-            "calculate": False,
-            "cellGap": 1,
-            "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
-            "yAxis": {"unit": "s"},
-            "rowsFrame": {"layout": "auto"},
-        },
-        "targets": [
-            target(
-                f"sum by (le) (increase(conveyor_job_run_duration_seconds_bucket{{{t}}}[{RATE}]))",
-                "{{le}}",
-                "A",
-                format="heatmap",
+        .with_variable(
+            QueryVariable("type")
+            .label("Job type")
+            .datasource(DATASOURCE)
+            .query(
+                {
+                    "qryType": 1,
+                    "query": TYPE_VALUES,
+                    "refId": "PrometheusVariableQueryEditor-VariableQuery",
+                }
             )
-        ],
-        "title": "Run time distribution",
-        "type": "heatmap",
-    }
-    panels.append(heatmap)
-    type_variable = {
-        "current": {},
-        "datasource": DATASOURCE,
-        "definition": "label_values(conveyor_jobs_submitted_total, type)",
-        "hide": 0,
-        "label": "Job type",
-        "name": "type",
-        "options": [],
-        "query": {
-            "qryType": 1,
-            "query": "label_values(conveyor_jobs_submitted_total, type)",
-            "refId": "PrometheusVariableQueryEditor-VariableQuery",
-        },
-        "refresh": 2,
-        "sort": 1,
-        "type": "query",
-    }
-    return dashboard(
-        "conveyor-job-type",
-        "Conveyor / Job type",
-        "One job type in depth: its queue, its workers, outcomes, wait and run time.",
-        panels,
-        [datasource_variable(), type_variable],
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .hide(VariableHide.DONT_HIDE)
+        )
+        .with_row(Row("$type now"))
+        .with_panel(
+            stat_panel(
+                "Waiting",
+                "Ready messages in conveyor.$type.",
+                f"sum(rabbitmq_detailed_queue_messages_ready{{{queue}}})",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Running",
+                "Jobs running now (conveyor_jobs_in_progress).",
+                f"sum(conveyor_jobs_in_progress{{{t}}})",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Replicas",
+                "Worker pods of this type consuming (conveyor_worker_up).",
+                f"sum(conveyor_worker_up{{{t}}})",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Consumers",
+                "Consumers RabbitMQ counts on conveyor.$type (one per worker pod).",
+                f"sum(rabbitmq_detailed_queue_consumers{{{queue}}})",
+                "none",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Since last success",
+                "Time since a job of this type last succeeded.",
+                f"time() - max(conveyor_job_last_success_timestamp_seconds{{{t}}})",
+                "s",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Dead-lettered",
+                "Messages in conveyor.$type.dead-letter.",
+                'sum(rabbitmq_detailed_queue_messages{queue="conveyor.$type.dead-letter"})',
+                "none",
+                thresholds=[(None, "green"), (1, "red")],
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Jobs / min by outcome",
+                "Submitted (gateway), started, succeeded, failed, cancelled, retried (workers). "
+                "Deferred: sent to the back of the queue, its key at "
+                "CONVEYOR_MAX_RUNNING_PER_KEY.",
+                queries(
+                    *(
+                        (f"sum(rate(conveyor_jobs_{outcome}_total{{{t}}}[{RATE}])) * 60", outcome)
+                        for outcome in (
+                            "submitted",
+                            "started",
+                            "succeeded",
+                            "failed",
+                            "cancelled",
+                            "retried",
+                            "deferred",
+                        )
+                    )
+                ),
+                "opm",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Success ratio",
+                "succeeded / (succeeded + failed).",
+                queries((success_ratio(t), "{{type}}")),
+                "percentunit",
+            ).max(1)
+        )
+        .with_panel(
+            timeseries_panel(
+                "Queue and replicas",
+                "conveyor.$type: ready (waiting) and unacknowledged (running) messages; worker "
+                "pods and RabbitMQ consumers on the right axis.",
+                queries(
+                    (f"sum(rabbitmq_detailed_queue_messages_ready{{{queue}}})", "ready"),
+                    (f"sum(rabbitmq_detailed_queue_messages_unacked{{{queue}}})", "unacked"),
+                    (f"sum(conveyor_worker_up{{{t}}})", "worker replicas"),
+                    (f"sum(rabbitmq_detailed_queue_consumers{{{queue}}})", "consumer replicas"),
+                ),
+                "none",
+            ).override_by_regexp(".* replicas", RIGHT_AXIS_REPLICAS)
+        )
+        .with_panel(
+            timeseries_panel(
+                "Jobs in flight",
+                "Jobs running now, across every pod and pool process.",
+                queries((f"sum(conveyor_jobs_in_progress{{{t}}})", "running")),
+                "none",
+            )
+        )
+        .with_row(Row("$type wait and run time"))
+        .with_panel(
+            timeseries_panel(
+                "Queue wait percentiles",
+                "Submission to start.",
+                queries(
+                    *(
+                        (quantile(q, "conveyor_job_queue_wait_seconds", t), f"p{int(q * 100)}")
+                        for q in (0.5, 0.9, 0.99)
+                    )
+                ),
+                "s",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Run time percentiles",
+                "Start to outcome (succeeded, failed or cancelled).",
+                queries(
+                    *(
+                        (quantile(q, "conveyor_job_run_duration_seconds", t), f"p{int(q * 100)}")
+                        for q in (0.5, 0.9, 0.99)
+                    )
+                ),
+                "s",
+            )
+        )
+        .with_panel(
+            heatmap.Panel()
+            .title("Run time distribution")
+            .description("Jobs that finished per run-time bucket (seconds to hours).")
+            .datasource(DATASOURCE)
+            .with_target(
+                query(
+                    f"sum by (le) (increase(conveyor_job_run_duration_seconds_bucket{{{t}}}"
+                    f"[{RATE}]))",
+                    "{{le}}",
+                ).format(PromQueryFormat.HEATMAP)
+            )
+            .span(24)
+            .height(8)
+            .calculate(False)
+            .cell_gap(1)
+            .color(
+                heatmap.HeatmapColorOptions()
+                .mode(HeatmapColorMode.SCHEME)
+                .scheme("Oranges")
+                .steps(64)
+                # The builder starts from zero values, not Grafana's defaults: restate them.
+                .fill("dark-orange")
+                .exponent(0.5)
+            )
+            .y_axis(heatmap.YAxisConfig().unit("s"))
+            .rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.AUTO))
+        )
     )
+    encoded = to_json(board)
+    # Escape hatch: the SDK's variable model has no `definition`, the query text Grafana's
+    # variable list shows for a query variable.
+    for variable in encoded["templating"]["list"]:
+        if variable["name"] == "type":
+            variable["definition"] = TYPE_VALUES
+    return encoded
 
 
 DASHBOARDS = {"conveyor-overview": overview, "conveyor-job-type": job_type}
@@ -698,14 +680,14 @@ DASHBOARDS = {"conveyor-overview": overview, "conveyor-job-type": job_type}
 # --- what tests and the preview read
 
 
-def panel_queries(board: Dashboard) -> Iterator[tuple[Panel, dict[str, Any]]]:
+def panel_queries(board: DashboardJson) -> Iterator[tuple[PanelJson, dict[str, Any]]]:
     """(panel, target) for every query of every panel."""
     for panel in board["panels"]:
-        for query in panel.get("targets", []):
-            yield panel, query
+        for target in panel.get("targets", []):
+            yield panel, target
 
 
-def variable_queries(board: Dashboard) -> list[str]:
+def variable_queries(board: DashboardJson) -> list[str]:
     """The label_values(...) queries of the dashboard's query variables."""
     return [v["query"]["query"] for v in board["templating"]["list"] if v["type"] == "query"]
 
@@ -713,8 +695,9 @@ def variable_queries(board: Dashboard) -> list[str]:
 # --- output
 
 
-def render_json(board: Dashboard) -> str:
-    return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+def render_json(board: DashboardJson) -> str:
+    # Sorted keys: the files do not change when the SDK reorders the fields it writes.
+    return json.dumps(board, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def render_chart_template() -> str:

@@ -9,16 +9,20 @@ generator and regenerate (tests fail when this file drifts).
   },
   "description": "Is work flowing, how long do jobs wait and run, what fails, are we scaled right.",
   "editable": true,
+  "fiscalYearStartMonth": 0,
   "graphTooltip": 1,
   "links": [
     {
       "asDropdown": false,
+      "icon": "",
       "includeVars": false,
       "keepTime": true,
       "tags": [
         "conveyor"
       ],
+      "targetBlank": false,
       "title": "Conveyor",
+      "tooltip": "",
       "type": "dashboards"
     }
   ],
@@ -70,6 +74,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -77,8 +84,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -87,13 +97,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_submitted_total[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Submitted / min",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -138,6 +149,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -145,8 +159,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -155,13 +172,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "(sum(rate(conveyor_jobs_succeeded_total[$__rate_interval])) or vector(0)) / ((sum(rate(conveyor_jobs_succeeded_total[$__rate_interval])) or vector(0)) + (sum(rate(conveyor_jobs_failed_total[$__rate_interval])) or vector(0)))",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Success ratio",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -198,6 +216,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -205,8 +226,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -215,13 +239,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(conveyor_jobs_in_progress)",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Running now",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -262,6 +287,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -269,8 +297,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -279,13 +310,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_messages_ready{queue=~\"conveyor\\\\..+\", queue!~\".+\\\\.dead-letter\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Jobs waiting",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -322,6 +354,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -329,8 +364,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -339,13 +377,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(conveyor_worker_up)",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Worker replicas",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -386,6 +425,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -393,8 +435,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -403,13 +448,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_messages{queue=~\"conveyor\\\\..+\\\\.dead-letter\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Dead-lettered",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -431,8 +477,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "opm",
-          "min": 0
+          "min": 0,
+          "unit": "opm"
         },
         "overrides": []
       },
@@ -450,13 +496,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -465,6 +513,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (rate(conveyor_jobs_submitted_total{}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{type}} submitted",
           "range": true,
           "refId": "A"
@@ -476,6 +525,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (rate(conveyor_jobs_succeeded_total{}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{type}} succeeded",
           "range": true,
           "refId": "B"
@@ -487,12 +537,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (rate(conveyor_jobs_failed_total{}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{type}} failed",
           "range": true,
           "refId": "C"
         }
       ],
       "title": "Throughput by type",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -514,9 +566,9 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "percentunit",
+          "max": 1,
           "min": 0,
-          "max": 1
+          "unit": "percentunit"
         },
         "overrides": []
       },
@@ -534,13 +586,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -549,12 +603,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "(sum by (type) (rate(conveyor_jobs_succeeded_total{}[$__rate_interval])) or 0 * sum by (type) (rate(conveyor_jobs_failed_total{}[$__rate_interval]))) / ((sum by (type) (rate(conveyor_jobs_succeeded_total{}[$__rate_interval])) or 0 * sum by (type) (rate(conveyor_jobs_failed_total{}[$__rate_interval]))) + (sum by (type) (rate(conveyor_jobs_failed_total{}[$__rate_interval])) or 0 * sum by (type) (rate(conveyor_jobs_succeeded_total{}[$__rate_interval]))))",
+          "instant": false,
           "legendFormat": "{{type}}",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Success ratio by type",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -589,8 +645,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "none",
-          "min": 0
+          "min": 0,
+          "unit": "none"
         },
         "overrides": [
           {
@@ -643,13 +699,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -658,6 +716,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (label_replace(rabbitmq_detailed_queue_messages{queue=~\"conveyor\\\\..+\", queue!~\".+\\\\.dead-letter\"}, \"type\", \"$1\", \"queue\", \"conveyor\\\\.(.+)\"))",
+          "instant": false,
           "legendFormat": "{{type}} depth",
           "range": true,
           "refId": "A"
@@ -669,12 +728,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (conveyor_worker_up) or on (type) 0 * sum by (type) (label_replace(rabbitmq_detailed_queue_messages{queue=~\"conveyor\\\\..+\", queue!~\".+\\\\.dead-letter\"}, \"type\", \"$1\", \"queue\", \"conveyor\\\\.(.+)\"))",
+          "instant": false,
           "legendFormat": "{{type}} replicas",
           "range": true,
           "refId": "B"
         }
       ],
       "title": "Queue depth vs replicas",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -696,8 +757,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "normal"
             }
           },
-          "unit": "none",
-          "min": 0
+          "min": 0,
+          "unit": "none"
         },
         "overrides": []
       },
@@ -715,13 +776,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -730,12 +793,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (conveyor_jobs_in_progress)",
+          "instant": false,
           "legendFormat": "{{type}}",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Jobs in flight",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -770,8 +835,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "s",
-          "min": 0
+          "min": 0,
+          "unit": "s"
         },
         "overrides": []
       },
@@ -789,13 +854,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -804,6 +871,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.5, sum by (type, le) (rate(conveyor_job_queue_wait_seconds_bucket{}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "{{type}} p50",
           "range": true,
           "refId": "A"
@@ -815,12 +883,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.95, sum by (type, le) (rate(conveyor_job_queue_wait_seconds_bucket{}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "{{type}} p95",
           "range": true,
           "refId": "B"
         }
       ],
       "title": "Queue wait p50 / p95",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -842,8 +912,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "s",
-          "min": 0
+          "min": 0,
+          "unit": "s"
         },
         "overrides": []
       },
@@ -861,13 +931,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -876,6 +948,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.5, sum by (type, le) (rate(conveyor_job_run_duration_seconds_bucket{}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "{{type}} p50",
           "range": true,
           "refId": "A"
@@ -887,12 +960,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.95, sum by (type, le) (rate(conveyor_job_run_duration_seconds_bucket{}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "{{type}} p95",
           "range": true,
           "refId": "B"
         }
       ],
       "title": "Run time p50 / p95",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -927,8 +1002,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "opm",
-          "min": 0
+          "min": 0,
+          "unit": "opm"
         },
         "overrides": []
       },
@@ -946,13 +1021,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -961,6 +1038,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (rate(conveyor_jobs_failed_total{}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{type}} failed",
           "range": true,
           "refId": "A"
@@ -972,6 +1050,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (rate(conveyor_jobs_cancelled_total{}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{type}} cancelled",
           "range": true,
           "refId": "B"
@@ -983,12 +1062,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (type) (rate(conveyor_jobs_retried_total{}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{type}} retried",
           "range": true,
           "refId": "C"
         }
       ],
       "title": "Failed, cancelled, retried / min",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -1010,8 +1091,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "opm",
-          "min": 0
+          "min": 0,
+          "unit": "opm"
         },
         "overrides": []
       },
@@ -1029,13 +1110,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1044,12 +1127,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (reason) (rate(conveyor_submissions_rejected_total[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "{{reason}}",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Submissions rejected / min",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -1071,8 +1156,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "normal"
             }
           },
-          "unit": "reqps",
-          "min": 0
+          "min": 0,
+          "unit": "reqps"
         },
         "overrides": []
       },
@@ -1090,13 +1175,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1105,12 +1192,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (status) (rate(conveyor_http_requests_total[$__rate_interval]))",
+          "instant": false,
           "legendFormat": "{{status}}",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Gateway answers by status / s",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -1132,8 +1221,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "s",
-          "min": 0
+          "min": 0,
+          "unit": "s"
         },
         "overrides": []
       },
@@ -1151,13 +1240,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1166,12 +1257,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.95, sum by (route, method, le) (rate(conveyor_http_request_duration_seconds_bucket{}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "{{method}} {{route}}",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Gateway latency p95 by route",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -1193,8 +1286,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "s",
-          "min": 0
+          "min": 0,
+          "unit": "s"
         },
         "overrides": [
           {
@@ -1233,13 +1326,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1248,6 +1343,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.95, sum by (type, le) (rate(conveyor_publish_duration_seconds_bucket{}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "{{type}} publish p95",
           "range": true,
           "refId": "A"
@@ -1259,30 +1355,36 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "min(conveyor_gateway_broker_connected)",
+          "instant": false,
           "legendFormat": "broker connected",
           "range": true,
           "refId": "B"
         }
       ],
       "title": "Publish to confirm p95 / broker connected",
+      "transparent": false,
       "type": "timeseries"
     }
   ],
   "refresh": "30s",
-  "schemaVersion": 39,
+  "schemaVersion": 41,
   "tags": [
     "conveyor"
   ],
   "templating": {
     "list": [
       {
-        "current": {},
+        "allowCustomValue": true,
+        "auto": false,
+        "auto_count": 30,
+        "auto_min": "10s",
         "hide": 0,
+        "includeAll": false,
         "label": "Prometheus",
+        "multi": false,
         "name": "datasource",
-        "options": [],
         "query": "prometheus",
-        "refresh": 1,
+        "skipUrlSync": false,
         "type": "datasource"
       }
     ]
@@ -1305,16 +1407,20 @@ generator and regenerate (tests fail when this file drifts).
   },
   "description": "One job type in depth: its queue, its workers, outcomes, wait and run time.",
   "editable": true,
+  "fiscalYearStartMonth": 0,
   "graphTooltip": 1,
   "links": [
     {
       "asDropdown": false,
+      "icon": "",
       "includeVars": false,
       "keepTime": true,
       "tags": [
         "conveyor"
       ],
+      "targetBlank": false,
       "title": "Conveyor",
+      "tooltip": "",
       "type": "dashboards"
     }
   ],
@@ -1366,6 +1472,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -1373,8 +1482,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1383,13 +1495,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_messages_ready{queue=\"conveyor.$type\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Waiting",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -1426,6 +1539,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -1433,8 +1549,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1443,13 +1562,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(conveyor_jobs_in_progress{type=\"$type\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Running",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -1486,6 +1606,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -1493,8 +1616,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1503,13 +1629,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(conveyor_worker_up{type=\"$type\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Replicas",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -1546,6 +1673,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -1553,8 +1683,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1563,13 +1696,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_consumers{queue=\"conveyor.$type\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Consumers",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -1606,6 +1740,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -1613,8 +1750,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1623,13 +1763,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "time() - max(conveyor_job_last_success_timestamp_seconds{type=\"$type\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Since last success",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -1670,6 +1811,9 @@ generator and regenerate (tests fail when this file drifts).
       "options": {
         "colorMode": "value",
         "graphMode": "area",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "percentChangeColorMode": "standard",
         "reduceOptions": {
           "calcs": [
             "lastNotNull"
@@ -1677,8 +1821,11 @@ generator and regenerate (tests fail when this file drifts).
           "fields": "",
           "values": false
         },
-        "textMode": "auto"
+        "showPercentChange": false,
+        "textMode": "auto",
+        "wideLayout": true
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1687,13 +1834,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_messages{queue=\"conveyor.$type.dead-letter\"})",
+          "instant": false,
           "legendFormat": "",
           "range": true,
-          "refId": "A",
-          "instant": false
+          "refId": "A"
         }
       ],
       "title": "Dead-lettered",
+      "transparent": false,
       "type": "stat"
     },
     {
@@ -1715,8 +1863,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "opm",
-          "min": 0
+          "min": 0,
+          "unit": "opm"
         },
         "overrides": []
       },
@@ -1734,13 +1882,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1749,6 +1899,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_submitted_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "submitted",
           "range": true,
           "refId": "A"
@@ -1760,6 +1911,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_started_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "started",
           "range": true,
           "refId": "B"
@@ -1771,6 +1923,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_succeeded_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "succeeded",
           "range": true,
           "refId": "C"
@@ -1782,6 +1935,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_failed_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "failed",
           "range": true,
           "refId": "D"
@@ -1793,6 +1947,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_cancelled_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "cancelled",
           "range": true,
           "refId": "E"
@@ -1804,6 +1959,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_retried_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "retried",
           "range": true,
           "refId": "F"
@@ -1815,12 +1971,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rate(conveyor_jobs_deferred_total{type=\"$type\"}[$__rate_interval])) * 60",
+          "instant": false,
           "legendFormat": "deferred",
           "range": true,
           "refId": "G"
         }
       ],
       "title": "Jobs / min by outcome",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -1842,9 +2000,9 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "percentunit",
+          "max": 1,
           "min": 0,
-          "max": 1
+          "unit": "percentunit"
         },
         "overrides": []
       },
@@ -1862,13 +2020,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1877,12 +2037,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "(sum by (type) (rate(conveyor_jobs_succeeded_total{type=\"$type\"}[$__rate_interval])) or 0 * sum by (type) (rate(conveyor_jobs_failed_total{type=\"$type\"}[$__rate_interval]))) / ((sum by (type) (rate(conveyor_jobs_succeeded_total{type=\"$type\"}[$__rate_interval])) or 0 * sum by (type) (rate(conveyor_jobs_failed_total{type=\"$type\"}[$__rate_interval]))) + (sum by (type) (rate(conveyor_jobs_failed_total{type=\"$type\"}[$__rate_interval])) or 0 * sum by (type) (rate(conveyor_jobs_succeeded_total{type=\"$type\"}[$__rate_interval]))))",
+          "instant": false,
           "legendFormat": "{{type}}",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Success ratio",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -1904,8 +2066,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "none",
-          "min": 0
+          "min": 0,
+          "unit": "none"
         },
         "overrides": [
           {
@@ -1958,13 +2120,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -1973,6 +2137,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_messages_ready{queue=\"conveyor.$type\"})",
+          "instant": false,
           "legendFormat": "ready",
           "range": true,
           "refId": "A"
@@ -1984,6 +2149,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_messages_unacked{queue=\"conveyor.$type\"})",
+          "instant": false,
           "legendFormat": "unacked",
           "range": true,
           "refId": "B"
@@ -1995,6 +2161,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(conveyor_worker_up{type=\"$type\"})",
+          "instant": false,
           "legendFormat": "worker replicas",
           "range": true,
           "refId": "C"
@@ -2006,12 +2173,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(rabbitmq_detailed_queue_consumers{queue=\"conveyor.$type\"})",
+          "instant": false,
           "legendFormat": "consumer replicas",
           "range": true,
           "refId": "D"
         }
       ],
       "title": "Queue and replicas",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -2033,8 +2202,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "none",
-          "min": 0
+          "min": 0,
+          "unit": "none"
         },
         "overrides": []
       },
@@ -2052,13 +2221,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -2067,12 +2238,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum(conveyor_jobs_in_progress{type=\"$type\"})",
+          "instant": false,
           "legendFormat": "running",
           "range": true,
           "refId": "A"
         }
       ],
       "title": "Jobs in flight",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -2107,8 +2280,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "s",
-          "min": 0
+          "min": 0,
+          "unit": "s"
         },
         "overrides": []
       },
@@ -2126,13 +2299,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -2141,6 +2316,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.5, sum by (type, le) (rate(conveyor_job_queue_wait_seconds_bucket{type=\"$type\"}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "p50",
           "range": true,
           "refId": "A"
@@ -2152,6 +2328,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.9, sum by (type, le) (rate(conveyor_job_queue_wait_seconds_bucket{type=\"$type\"}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "p90",
           "range": true,
           "refId": "B"
@@ -2163,12 +2340,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.99, sum by (type, le) (rate(conveyor_job_queue_wait_seconds_bucket{type=\"$type\"}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "p99",
           "range": true,
           "refId": "C"
         }
       ],
       "title": "Queue wait percentiles",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -2190,8 +2369,8 @@ generator and regenerate (tests fail when this file drifts).
               "mode": "none"
             }
           },
-          "unit": "s",
-          "min": 0
+          "min": 0,
+          "unit": "s"
         },
         "overrides": []
       },
@@ -2209,13 +2388,15 @@ generator and regenerate (tests fail when this file drifts).
             "max"
           ],
           "displayMode": "table",
-          "placement": "bottom"
+          "placement": "bottom",
+          "showLegend": true
         },
         "tooltip": {
           "mode": "multi",
           "sort": "desc"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -2224,6 +2405,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.5, sum by (type, le) (rate(conveyor_job_run_duration_seconds_bucket{type=\"$type\"}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "p50",
           "range": true,
           "refId": "A"
@@ -2235,6 +2417,7 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.9, sum by (type, le) (rate(conveyor_job_run_duration_seconds_bucket{type=\"$type\"}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "p90",
           "range": true,
           "refId": "B"
@@ -2246,12 +2429,14 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "histogram_quantile(0.99, sum by (type, le) (rate(conveyor_job_run_duration_seconds_bucket{type=\"$type\"}[$__rate_interval])))",
+          "instant": false,
           "legendFormat": "p99",
           "range": true,
           "refId": "C"
         }
       ],
       "title": "Run time percentiles",
+      "transparent": false,
       "type": "timeseries"
     },
     {
@@ -2260,10 +2445,6 @@ generator and regenerate (tests fail when this file drifts).
         "uid": "${datasource}"
       },
       "description": "Jobs that finished per run-time bucket (seconds to hours).",
-      "fieldConfig": {
-        "defaults": {},
-        "overrides": []
-      },
       "gridPos": {
         "h": 8,
         "w": 24,
@@ -2275,17 +2456,35 @@ generator and regenerate (tests fail when this file drifts).
         "calculate": false,
         "cellGap": 1,
         "color": {
+          "exponent": 0.5,
+          "fill": "dark-orange",
           "mode": "scheme",
+          "reverse": false,
           "scheme": "Oranges",
           "steps": 64
         },
-        "yAxis": {
-          "unit": "s"
+        "exemplars": {
+          "color": "rgba(255,0,255,0.7)"
+        },
+        "filterValues": {
+          "le": 1e-09
+        },
+        "legend": {
+          "show": true
         },
         "rowsFrame": {
           "layout": "auto"
+        },
+        "selectionMode": "x",
+        "showValue": "auto",
+        "tooltip": {
+          "mode": "single"
+        },
+        "yAxis": {
+          "unit": "s"
         }
       },
+      "repeatDirection": "h",
       "targets": [
         {
           "datasource": {
@@ -2294,50 +2493,61 @@ generator and regenerate (tests fail when this file drifts).
           },
           "editorMode": "code",
           "expr": "sum by (le) (increase(conveyor_job_run_duration_seconds_bucket{type=\"$type\"}[$__rate_interval]))",
+          "format": "heatmap",
+          "instant": false,
           "legendFormat": "{{le}}",
           "range": true,
-          "refId": "A",
-          "format": "heatmap"
+          "refId": "A"
         }
       ],
       "title": "Run time distribution",
+      "transparent": false,
       "type": "heatmap"
     }
   ],
   "refresh": "30s",
-  "schemaVersion": 39,
+  "schemaVersion": 41,
   "tags": [
     "conveyor"
   ],
   "templating": {
     "list": [
       {
-        "current": {},
+        "allowCustomValue": true,
+        "auto": false,
+        "auto_count": 30,
+        "auto_min": "10s",
         "hide": 0,
+        "includeAll": false,
         "label": "Prometheus",
+        "multi": false,
         "name": "datasource",
-        "options": [],
         "query": "prometheus",
-        "refresh": 1,
+        "skipUrlSync": false,
         "type": "datasource"
       },
       {
-        "current": {},
+        "allowCustomValue": true,
+        "auto": false,
+        "auto_count": 30,
+        "auto_min": "10s",
         "datasource": {
           "type": "prometheus",
           "uid": "${datasource}"
         },
         "definition": "label_values(conveyor_jobs_submitted_total, type)",
         "hide": 0,
+        "includeAll": false,
         "label": "Job type",
+        "multi": false,
         "name": "type",
-        "options": [],
         "query": {
           "qryType": 1,
           "query": "label_values(conveyor_jobs_submitted_total, type)",
           "refId": "PrometheusVariableQueryEditor-VariableQuery"
         },
         "refresh": 2,
+        "skipUrlSync": false,
         "sort": 1,
         "type": "query"
       }
