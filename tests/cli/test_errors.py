@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import typer
+from conveyor_client.cli import app
 from support.clients import Cli
 from support.stack import free_port
 
@@ -82,3 +84,29 @@ def test_usage_errors_are_caught_before_any_request(cli: Cli):
     assert not_a_pair.returncode == 2 and "is not key=value" in not_a_pair.stderr
     not_an_id = cli.run("get", "not-a-uuid")
     assert not_an_id.returncode == 2 and "UUID" in not_an_id.stderr
+
+
+def test_every_command_reports_an_unreachable_gateway_the_same_way(cli: Cli):
+    # One decorator gives each command its --url, its client and its error report.
+    url = f"http://127.0.0.1:{free_port()}"
+    job_id = str(uuid.uuid4())
+    (cli.cwd / "in.csv").write_text("a\n1\n")
+    commands = [
+        ["submit", "cmd.run", "-p", "command=echo"],
+        ["get", job_id],
+        ["list"],
+        ["cancel", job_id],
+        ["logs", job_id],
+        ["artifact", job_id, "model.skops"],
+        ["upload", "in.csv"],
+        ["types"],
+        ["status"],
+    ]
+    assert {command[0] for command in commands} == set(typer.main.get_command(app).commands)
+    for command in commands:
+        result = cli.run(*command, "--url", url, "--output", "json")
+        assert result.returncode == 5, command
+        assert result.stdout == "", command
+        error = json.loads(result.stderr)
+        assert error["url"] == url and error["exit_code"] == 5, command
+        assert f"cannot reach Conveyor at {url}" in error["error"], command

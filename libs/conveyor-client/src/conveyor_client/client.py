@@ -1,7 +1,9 @@
 """`ConveyorClient` (sync) and `AsyncConveyorClient`: the gateway's `/v1` API, typed.
 
-Both build the same requests and read the same answers (`_Requests`, which describes each
-call as an `_ApiCall`); they differ only in how they send them. Errors are
+Both clients share everything but the transport: `_Requests` holds the configuration and
+describes each call as an `_ApiCall` (the request, and how its answer reads), and
+`_EventStream` follows a job's event stream across reconnects. The clients only send,
+stream and sleep, with `httpx.Client` or `httpx.AsyncClient`. Errors are
 `conveyor_client.errors` classes; models are the shared contract's (`conveyor_core.api_models`).
 """
 
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ from conveyor_core.api_models import (
     QueueStatus,
 )
 from conveyor_core.states import JobState
-from httpx_sse import EventSource, SSEError
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 from pydantic import TypeAdapter
 
 from conveyor_client.config import ClientSettings
@@ -44,6 +48,8 @@ from conveyor_client.errors import (
 from conveyor_client.events import JobEvent, StreamPosition
 
 Answer = TypeVar("Answer")
+Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
+Http = TypeVar("Http", httpx.Client, httpx.AsyncClient)
 JobId = uuid.UUID | str
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -57,6 +63,10 @@ NO_CONTENT = 204
 
 _JOB_TYPES = TypeAdapter(list[JobTypeInfo])
 _QUEUES = TypeAdapter(list[QueueStatus])
+
+
+def _unreachable(base_url: str, error: httpx.TransportError) -> ConnectionFailed:
+    return ConnectionFailed(base_url, str(error) or type(error).__name__)
 
 
 @dataclass(frozen=True)
@@ -81,32 +91,122 @@ class _ApiCall(Generic[Answer]):
         return self.parse(response.content)
 
 
-class _Requests:
+class _EventStream:
+    """A job's event stream across reconnects, without its transport.
+
+    A client opens one attempt after another while it is `ongoing`, each inside `attempt()`
+    and with `options()` (which carry the `Last-Event-ID` to resume from); it hands the
+    response to `begin` and every event received to `take`, and waits `reconnect_delay()`
+    between attempts.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        job_id: JobId,
+        last_event_id: int | str | None,
+        timeout: httpx.Timeout,
+        max_reconnects: int,
+    ) -> None:
+        self.path = f"/v1/jobs/{job_id}/events"
+        self._base_url = base_url
+        self._job_id = job_id
+        self._timeout = timeout
+        self._max_reconnects = max_reconnects
+        self._position = StreamPosition(last_event_id)
+        self._failures = 0  # attempts in a row that brought no event
+        self._nothing_left = False  # the server had no event after our position
+
+    @property
+    def ongoing(self) -> bool:
+        return not (self._position.finished or self._nothing_left)
+
+    def options(self) -> dict[str, Any]:
+        return {"headers": self._position.headers(), "timeout": self._timeout}
+
+    def begin(self, response: httpx.Response) -> bool:
+        """Whether the (successful) response carries events to read."""
+        if response.status_code == NO_CONTENT:  # resumed past the final event
+            self._nothing_left = True
+        return not self._nothing_left
+
+    def take(self, sse: ServerSentEvent) -> JobEvent | None:
+        """The typed event (None for a kind this client does not know)."""
+        event = self._position.advance(sse)
+        self._failures = 0
+        return event
+
+    def reconnect_delay(self) -> float:
+        return self._position.reconnect_delay(self._failures)
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        """One connection: a failure that reconnecting may cure is counted, not raised.
+
+        It is raised once `max_reconnects` attempts in a row have brought no event.
+        """
+        try:
+            yield
+        except (httpx.TransportError, Unavailable, ServerError) as error:
+            self._failures += 1
+            if self._failures > self._max_reconnects:
+                if isinstance(error, httpx.TransportError):
+                    raise _unreachable(self._base_url, error) from error
+                raise
+        except SSEError as error:
+            raise ConveyorError(
+                f"{self._base_url} did not answer with an event stream: {error}"
+            ) from error
+        else:
+            if self.ongoing:  # closed before the job ended: resume
+                self._failures += 1
+                if self._failures > self._max_reconnects:
+                    message = f"the event stream of job {self._job_id} keeps closing early"
+                    raise ConveyorError(message)
+
+
+class _Requests(ABC, Generic[Transport, Http]):
     """What both clients share: configuration, requests, and reading the answers."""
 
     def __init__(
         self,
-        url: str | None,
-        api_key: str | None,
-        timeout_s: float,
-        idle_timeout_s: float,
-        max_reconnects: int,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        transport: Transport | None = None,
     ) -> None:
         settings = ClientSettings()
         self.base_url = (url or settings.url).rstrip("/")
         secret = api_key if api_key is not None else settings.api_key
         if secret is not None and not isinstance(secret, str):
             secret = secret.get_secret_value()
-        self._headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        self._timeout = httpx.Timeout(timeout_s)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self._stream_timeout = httpx.Timeout(timeout_s, read=idle_timeout_s)
         self.max_reconnects = max_reconnects
+        timeout = httpx.Timeout(timeout_s)
+        options = {"base_url": self.base_url, "headers": headers, "timeout": timeout}
+        self._http: Http = self._connect(transport, options)
 
-    def _client_options(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "headers": self._headers, "timeout": self._timeout}
+    @staticmethod
+    @abstractmethod
+    def _connect(transport: Transport | None, options: dict[str, Any]) -> Http:
+        """The httpx client that carries the requests."""
 
-    def _connection_failed(self, error: httpx.TransportError) -> ConnectionFailed:
-        return ConnectionFailed(self.base_url, str(error) or type(error).__name__)
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """A transport failure in the block is raised as ConnectionFailed, naming the URL."""
+        try:
+            yield
+        except httpx.TransportError as error:
+            raise _unreachable(self.base_url, error) from error
+
+    def _event_stream(self, job_id: JobId, last_event_id: int | str | None) -> _EventStream:
+        return _EventStream(
+            self.base_url, job_id, last_event_id, self._stream_timeout, self.max_reconnects
+        )
 
     @staticmethod
     def _submit_call(
@@ -169,32 +269,17 @@ class _Requests:
     def _artifact_path(job_id: JobId, name: str) -> str:
         return f"/v1/jobs/{job_id}/artifacts/{name}"
 
-    @staticmethod
-    def _events_path(job_id: JobId) -> str:
-        return f"/v1/jobs/{job_id}/events"
 
-    def _events_options(self, position: StreamPosition) -> dict[str, Any]:
-        return {"headers": position.headers(), "timeout": self._stream_timeout}
-
-
-class ConveyorClient(_Requests):
+class ConveyorClient(_Requests[httpx.BaseTransport, httpx.Client]):
     """The gateway's API, synchronously. Use as a context manager, or call `close()`.
 
-    `url` and `api_key` default to CONVEYOR_URL and CONVEYOR_API_KEY.
+    `url` and `api_key` default to CONVEYOR_URL and CONVEYOR_API_KEY; `transport` replaces
+    httpx's (tests pass an `httpx.MockTransport`).
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(url, api_key, timeout_s, idle_timeout_s, max_reconnects)
-        self._http = httpx.Client(transport=transport, **self._client_options())
+    @staticmethod
+    def _connect(transport: httpx.BaseTransport | None, options: dict[str, Any]) -> httpx.Client:
+        return httpx.Client(transport=transport, **options)
 
     def __enter__(self) -> Self:
         return self
@@ -211,11 +296,18 @@ class ConveyorClient(_Requests):
         self._http.close()
 
     def _send(self, call: _ApiCall[Answer]) -> Answer:
-        try:
+        with self._reaching():
             response = self._http.request(call.method, call.path, **call.options)
-        except httpx.TransportError as error:
-            raise self._connection_failed(error) from error
         return call.read(response)
+
+    @contextlib.contextmanager
+    def _get_stream(self, path: str, **options: Any) -> Iterator[httpx.Response]:
+        """A streamed GET whose status is checked (an error's body read to describe it)."""
+        with self._http.stream("GET", path, **options) as response:
+            if response.is_error:
+                response.read()
+                raise error_from_response(response)
+            yield response
 
     def submit(
         self,
@@ -288,24 +380,9 @@ class ConveyorClient(_Requests):
         A path is written next to itself first and renamed when complete, so a failed
         download never leaves a truncated file under the requested name.
         """
-        try:
-            with self._http.stream("GET", self._artifact_path(job_id, name)) as response:
-                if response.is_error:
-                    response.read()
-                    raise error_from_response(response)
-                if not isinstance(destination, str | Path):
-                    return _copy(response.iter_bytes(CHUNK_BYTES), destination)
-                target = Path(destination)
-                partial = target.with_name(f".{target.name}.part")
-                try:
-                    with partial.open("wb") as handle:
-                        written = _copy(response.iter_bytes(CHUNK_BYTES), handle)
-                    partial.replace(target)
-                finally:
-                    partial.unlink(missing_ok=True)
-                return written
-        except httpx.TransportError as error:
-            raise self._connection_failed(error) from error
+        path = self._artifact_path(job_id, name)
+        with self._reaching(), self._get_stream(path) as response, _landing(destination) as handle:
+            return _copy(response.iter_bytes(CHUNK_BYTES), handle)
 
     def events(self, job_id: JobId, last_event_id: int | str | None = None) -> Iterator[JobEvent]:
         """The job's events until it ends, resuming with `Last-Event-ID` when the stream drops.
@@ -315,40 +392,15 @@ class ConveyorClient(_Requests):
         (ConnectionFailed, or the gateway's error) after `max_reconnects` attempts in a row
         that brought no event.
         """
-        position = StreamPosition(last_event_id)
-        failures = 0
-        while not position.finished:
-            try:
-                with self._http.stream(
-                    "GET", self._events_path(job_id), **self._events_options(position)
-                ) as response:
-                    if response.is_error:
-                        response.read()
-                        raise error_from_response(response)
-                    if response.status_code == NO_CONTENT:  # resumed past the final event
-                        return
+        stream = self._event_stream(job_id, last_event_id)
+        while stream.ongoing:
+            with stream.attempt(), self._get_stream(stream.path, **stream.options()) as response:
+                if stream.begin(response):
                     for sse in EventSource(response).iter_sse():
-                        event = position.advance(sse)
-                        failures = 0
-                        if event is not None:
+                        if (event := stream.take(sse)) is not None:
                             yield event
-            except (httpx.TransportError, Unavailable, ServerError) as error:
-                failures += 1
-                if failures > self.max_reconnects:
-                    if isinstance(error, httpx.TransportError):
-                        raise self._connection_failed(error) from error
-                    raise
-            except SSEError as error:
-                raise ConveyorError(
-                    f"{self.base_url} did not answer with an event stream: {error}"
-                ) from error
-            else:
-                if position.finished:
-                    return
-                failures += 1  # closed before the job ended: resume
-                if failures > self.max_reconnects:
-                    raise ConveyorError(f"the event stream of job {job_id} keeps closing early")
-            time.sleep(position.reconnect_delay(failures))
+            if stream.ongoing:
+                time.sleep(stream.reconnect_delay())
 
     def wait(self, job_id: JobId) -> JobView:
         """Follow the job's events until it ends; returns the finished job."""
@@ -357,21 +409,14 @@ class ConveyorClient(_Requests):
         return self.get(job_id)
 
 
-class AsyncConveyorClient(_Requests):
+class AsyncConveyorClient(_Requests[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """The gateway's API for asyncio code. Use with `async with`, or await `aclose()`."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(url, api_key, timeout_s, idle_timeout_s, max_reconnects)
-        self._http = httpx.AsyncClient(transport=transport, **self._client_options())
+    @staticmethod
+    def _connect(
+        transport: httpx.AsyncBaseTransport | None, options: dict[str, Any]
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> Self:
         return self
@@ -388,11 +433,17 @@ class AsyncConveyorClient(_Requests):
         await self._http.aclose()
 
     async def _send(self, call: _ApiCall[Answer]) -> Answer:
-        try:
+        with self._reaching():
             response = await self._http.request(call.method, call.path, **call.options)
-        except httpx.TransportError as error:
-            raise self._connection_failed(error) from error
         return call.read(response)
+
+    @contextlib.asynccontextmanager
+    async def _get_stream(self, path: str, **options: Any) -> AsyncIterator[httpx.Response]:
+        async with self._http.stream("GET", path, **options) as response:
+            if response.is_error:
+                await response.aread()
+                raise error_from_response(response)
+            yield response
 
     async def submit(
         self,
@@ -453,68 +504,47 @@ class AsyncConveyorClient(_Requests):
     async def download_artifact(
         self, job_id: JobId, name: str, destination: str | Path | IO[bytes]
     ) -> int:
-        try:
-            async with self._http.stream("GET", self._artifact_path(job_id, name)) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise error_from_response(response)
-                if not isinstance(destination, str | Path):
-                    return await _acopy(response.aiter_bytes(CHUNK_BYTES), destination)
-                target = Path(destination)
-                partial = target.with_name(f".{target.name}.part")
-                try:
-                    with partial.open("wb") as handle:
-                        written = await _acopy(response.aiter_bytes(CHUNK_BYTES), handle)
-                    partial.replace(target)
-                finally:
-                    partial.unlink(missing_ok=True)
-                return written
-        except httpx.TransportError as error:
-            raise self._connection_failed(error) from error
+        with self._reaching():
+            async with self._get_stream(self._artifact_path(job_id, name)) as response:
+                with _landing(destination) as handle:
+                    return await _acopy(response.aiter_bytes(CHUNK_BYTES), handle)
 
     async def events(
         self, job_id: JobId, last_event_id: int | str | None = None
     ) -> AsyncIterator[JobEvent]:
         """As `ConveyorClient.events`, for asyncio."""
-        position = StreamPosition(last_event_id)
-        failures = 0
-        while not position.finished:
-            try:
-                async with self._http.stream(
-                    "GET", self._events_path(job_id), **self._events_options(position)
-                ) as response:
-                    if response.is_error:
-                        await response.aread()
-                        raise error_from_response(response)
-                    if response.status_code == NO_CONTENT:
-                        return
-                    async for sse in EventSource(response).aiter_sse():
-                        event = position.advance(sse)
-                        failures = 0
-                        if event is not None:
-                            yield event
-            except (httpx.TransportError, Unavailable, ServerError) as error:
-                failures += 1
-                if failures > self.max_reconnects:
-                    if isinstance(error, httpx.TransportError):
-                        raise self._connection_failed(error) from error
-                    raise
-            except SSEError as error:
-                raise ConveyorError(
-                    f"{self.base_url} did not answer with an event stream: {error}"
-                ) from error
-            else:
-                if position.finished:
-                    return
-                failures += 1
-                if failures > self.max_reconnects:
-                    raise ConveyorError(f"the event stream of job {job_id} keeps closing early")
-            await asyncio.sleep(position.reconnect_delay(failures))
+        stream = self._event_stream(job_id, last_event_id)
+        while stream.ongoing:
+            with stream.attempt():
+                async with self._get_stream(stream.path, **stream.options()) as response:
+                    if stream.begin(response):
+                        async for sse in EventSource(response).aiter_sse():
+                            if (event := stream.take(sse)) is not None:
+                                yield event
+            if stream.ongoing:
+                await asyncio.sleep(stream.reconnect_delay())
 
     async def wait(self, job_id: JobId) -> JobView:
         async for _ in self.events(job_id):
             pass
         return await self.get(job_id)
+
+
+@contextlib.contextmanager
+def _landing(destination: str | Path | IO[bytes]) -> Iterator[IO[bytes]]:
+    """Where a download goes: the caller's file, or a partial file that replaces the path
+    only when the block completes."""
+    if not isinstance(destination, str | Path):
+        yield destination
+        return
+    target = Path(destination)
+    partial = target.with_name(f".{target.name}.part")
+    try:
+        with partial.open("wb") as handle:
+            yield handle
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _copy(chunks: Iterator[bytes], handle: IO[bytes]) -> int:

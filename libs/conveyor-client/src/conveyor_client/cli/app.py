@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -158,20 +160,49 @@ class CommandSession:
             for_people(answer)
 
 
-@contextlib.contextmanager
-def command_session(
-    url: str | None, api_key: str | None, output: OutputFormat
-) -> Iterator[CommandSession]:
-    """One command's client; a client error in the block becomes a message and an exit code."""
-    with reported(output), ConveyorClient(url, api_key) as client:
-        yield CommandSession(client, output)
+# The options of every command that calls the gateway, after the command's own.
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
+SHARED_OPTIONS = (
+    inspect.Parameter("url", _KEYWORD, default=None, annotation=UrlOpt),
+    inspect.Parameter("api_key", _KEYWORD, default=None, annotation=ApiKeyOpt),
+    inspect.Parameter("output", _KEYWORD, default=OutputFormat.TABLE, annotation=OutputOpt),
+)
+
+CommandBody = Callable[..., None]
+
+
+def client_command(name: str | None = None) -> Callable[[CommandBody], CommandBody]:
+    """Register a command that calls the gateway, as `app.command` does.
+
+    The function takes a `CommandSession` first, then its own arguments and options; the
+    command adds `--url`, `--api-key` and `--output` to those. Every such command gets its
+    client, and reports a client error as a message and an exit code, here and only here.
+    """
+
+    def register(body: CommandBody) -> CommandBody:
+        _, *own_options = inspect.signature(body, eval_str=True).parameters.values()
+
+        @functools.wraps(body)
+        def command(
+            *, url: str | None, api_key: str | None, output: OutputFormat, **options: Any
+        ) -> None:
+            with reported(output), ConveyorClient(url, api_key) as client:
+                body(CommandSession(client, output), **options)
+
+        # typer reads the options from the signature: the body's own, then the shared ones.
+        signature = inspect.Signature([*own_options, *SHARED_OPTIONS])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        return app.command(name)(command)
+
+    return register
 
 
 JobIdArg = Annotated[uuid.UUID, typer.Argument(help="The job's id.", show_default=False)]
 
 
-@app.command()
+@client_command()
 def submit(
+    session: CommandSession,
     job_type: Annotated[str, typer.Argument(metavar="TYPE", help="ml.train, cmd.run, ...")],
     param: Annotated[
         list[str] | None,
@@ -192,26 +223,22 @@ def submit(
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Follow the job with a progress bar until it ends.")
     ] = False,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Queue a job. With --wait, follow it to the end; the exit code tells how it ended."""
     params = build_params(param or [], params_file)
-    with command_session(url, api_key, output) as session:
-        conveyor = session.client
-        accepted = conveyor.submit(job_type, params, idempotency_key=idempotency_key)
-        if not wait:
-            session.show(accepted, _print_accepted)
-            return
-        if session.json:
-            for _ in conveyor.events(accepted.id):
-                pass
-        else:
-            err.print(f"submitted {accepted.type} job {accepted.id}")
-            _follow_with_progress(conveyor, accepted.id, accepted.type)
-        job = conveyor.get(accepted.id)
-        session.show(job, _print_job)
+    conveyor = session.client
+    accepted = conveyor.submit(job_type, params, idempotency_key=idempotency_key)
+    if not wait:
+        session.show(accepted, _print_accepted)
+        return
+    if session.json:
+        for _ in conveyor.events(accepted.id):
+            pass
+    else:
+        err.print(f"submitted {accepted.type} job {accepted.id}")
+        _follow_with_progress(conveyor, accepted.id, accepted.type)
+    job = conveyor.get(accepted.id)
+    session.show(job, _print_job)
     raise typer.Exit(FINAL_EXIT.get(job.state, ExitCode.OK))
 
 
@@ -252,20 +279,15 @@ def _print_job(job: JobView) -> None:
     out.print(render.job_detail(job))
 
 
-@app.command()
-def get(
-    job_id: JobIdArg,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
-) -> None:
+@client_command()
+def get(session: CommandSession, job_id: JobIdArg) -> None:
     """Show one job: state, progress, params, result or error, artifacts."""
-    with command_session(url, api_key, output) as session:
-        session.show(session.client.get(job_id), _print_job)
+    session.show(session.client.get(job_id), _print_job)
 
 
-@app.command("list")
+@client_command("list")
 def list_jobs(
+    session: CommandSession,
     job_type: Annotated[
         str | None, typer.Option("--type", "-t", help="Only this job type.")
     ] = None,
@@ -278,14 +300,10 @@ def list_jobs(
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Continue after a previous page.")
     ] = None,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """List jobs, newest first."""
-    with command_session(url, api_key, output) as session:
-        page = session.client.list(job_type=job_type, state=state, limit=limit, cursor=cursor)
-        session.show(page, _print_page)
+    page = session.client.list(job_type=job_type, state=state, limit=limit, cursor=cursor)
+    session.show(page, _print_page)
 
 
 def _print_page(page: JobPage) -> None:
@@ -297,23 +315,17 @@ def _print_page(page: JobPage) -> None:
         err.print(f"more: conveyor list --cursor {page.next_cursor}", style="dim", soft_wrap=True)
 
 
-@app.command()
-def cancel(
-    job_id: JobIdArg,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
-) -> None:
+@client_command()
+def cancel(session: CommandSession, job_id: JobIdArg) -> None:
     """Cancel a job: a queued one never starts; a running one is stopped by its worker."""
-    with command_session(url, api_key, output) as session:
-        try:
-            job = session.client.cancel(job_id)
-        except Conflict as error:
-            if not session.json:
-                err.print(f"[bold red]error:[/] {escape(str(error.detail))}")
-                raise typer.Exit(ExitCode.REFUSED) from None
-            raise
-        session.show(job, _print_cancel_outcome)
+    try:
+        job = session.client.cancel(job_id)
+    except Conflict as error:
+        if not session.json:
+            err.print(f"[bold red]error:[/] {escape(str(error.detail))}")
+            raise typer.Exit(ExitCode.REFUSED) from None
+        raise
+    session.show(job, _print_cancel_outcome)
 
 
 def _print_cancel_outcome(job: JobView) -> None:
@@ -323,15 +335,13 @@ def _print_cancel_outcome(job: JobView) -> None:
         out.print(f"cancel requested: job {job.id} is {job.state}; its worker is stopping it")
 
 
-@app.command()
+@client_command()
 def logs(
+    session: CommandSession,
     job_id: JobIdArg,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream output lines until the job ends.")
     ] = False,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """A job's output: stdout to stdout, stderr to stderr (cmd.run writes output lines).
 
@@ -339,22 +349,21 @@ def logs(
     line from the job's start, then each new one as the command writes it, state changes
     on stderr, until the job ends; the exit code then tells how it ended.
     """
-    with command_session(url, api_key, output) as session:
-        if not follow:
-            job = session.client.get(job_id)
-            if session.json:
-                render.echo_json(_kept_output(job))
-            else:
-                _print_kept_output(job)
-            return
-        final: JobState | None = None
-        # Last-Event-ID 0: the job's whole history first, as `kubectl logs -f` shows it.
-        for event in session.client.events(job_id, last_event_id=0):
-            final = event.final_state or final
-            if session.json:
-                render.echo_json_line({"id": event.id, "event": event.kind, "data": event.data})
-            else:
-                _print_event(event)
+    if not follow:
+        job = session.client.get(job_id)
+        if session.json:
+            render.echo_json(_kept_output(job))
+        else:
+            _print_kept_output(job)
+        return
+    final: JobState | None = None
+    # Last-Event-ID 0: the job's whole history first, as `kubectl logs -f` shows it.
+    for event in session.client.events(job_id, last_event_id=0):
+        final = event.final_state or final
+        if session.json:
+            render.echo_json_line({"id": event.id, "event": event.kind, "data": event.data})
+        else:
+            _print_event(event)
     raise typer.Exit(FINAL_EXIT.get(final, ExitCode.OK) if final else ExitCode.OK)
 
 
@@ -398,47 +407,41 @@ def _print_event(event: JobEvent) -> None:
         )
 
 
-@app.command()
+@client_command()
 def artifact(
+    session: CommandSession,
     job_id: JobIdArg,
     name: Annotated[str, typer.Argument(help="The artifact's name, e.g. model.skops.")],
     file: Annotated[
         Path | None,
         typer.Option("-o", "--file", help="Where to write it ('-': stdout) [default: NAME]."),
     ] = None,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Download a file a job produced."""
-    with command_session(url, api_key, output) as session:
-        if file is not None and str(file) == "-":
-            session.client.download_artifact(job_id, name, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-            return
-        target = file or Path(name)
-        size = session.client.download_artifact(job_id, name, target)
-        written = {"job_id": str(job_id), "name": name, "path": str(target), "bytes": size}
-        session.show(written, _print_written)
+    if file is not None and str(file) == "-":
+        session.client.download_artifact(job_id, name, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    target = file or Path(name)
+    size = session.client.download_artifact(job_id, name, target)
+    written = {"job_id": str(job_id), "name": name, "path": str(target), "bytes": size}
+    session.show(written, _print_written)
 
 
 def _print_written(written: dict[str, Any]) -> None:
     err.print(f"wrote {escape(written['path'])} ({written['bytes']} bytes)")
 
 
-@app.command()
+@client_command()
 def upload(
+    session: CommandSession,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file to send.")],
     name: Annotated[
         str | None, typer.Option("--name", help="Its name in the store [default: FILE's name].")
     ] = None,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Upload an input file (CSV, Parquet, JSON Lines); pass the printed path as `source`."""
-    with command_session(url, api_key, output) as session:
-        session.show(session.client.upload_file(file, name), _print_stored)
+    session.show(session.client.upload_file(file, name), _print_stored)
 
 
 def _print_stored(stored: FileStored) -> None:
@@ -446,27 +449,24 @@ def _print_stored(stored: FileStored) -> None:
     err.print(f"{stored.size} bytes; submit with --param source={escape(stored.path)}", style="dim")
 
 
-@app.command()
+@client_command()
 def types(
+    session: CommandSession,
     name: Annotated[
         str | None, typer.Argument(help="Show one type's params in full.", show_default=False)
     ] = None,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """The job types this gateway accepts, with their params."""
-    with command_session(url, api_key, output) as session:
-        infos = session.client.job_types()
-        if name is None:
-            session.show(infos, _print_types)
-            return
-        chosen = [info for info in infos if info.name == name]
-        if not chosen:
-            known = ", ".join(info.name for info in infos)
-            err.print(f"[bold red]error:[/] no job type {escape(repr(name))}; known: {known}")
-            raise typer.Exit(ExitCode.NOT_FOUND)
-        session.show(chosen[0], _print_type)
+    infos = session.client.job_types()
+    if name is None:
+        session.show(infos, _print_types)
+        return
+    chosen = [info for info in infos if info.name == name]
+    if not chosen:
+        known = ", ".join(info.name for info in infos)
+        err.print(f"[bold red]error:[/] no job type {escape(repr(name))}; known: {known}")
+        raise typer.Exit(ExitCode.NOT_FOUND)
+    session.show(chosen[0], _print_type)
 
 
 def _print_types(infos: list[JobTypeInfo]) -> None:
@@ -477,8 +477,9 @@ def _print_type(info: JobTypeInfo) -> None:
     out.print(render.type_detail(info))
 
 
-@app.command()
+@client_command()
 def status(
+    session: CommandSession,
     cluster: Annotated[
         bool,
         typer.Option(
@@ -494,15 +495,10 @@ def status(
     context: Annotated[
         str | None, typer.Option("--context", help="kubeconfig context [default: current].")
     ] = None,
-    url: UrlOpt = None,
-    api_key: ApiKeyOpt = None,
-    output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
     """Is the gateway ready (broker, job store)? With --cluster, queues and workers too."""
-    with command_session(url, api_key, output) as session:
-        health = session.client.ready()
-        queues = session.client.queues() if cluster else []
-        base_url = session.client.base_url
+    health = session.client.ready()
+    queues = session.client.queues() if cluster else []
     view: ClusterView | None = None
     cluster_note = None
     if cluster:
@@ -510,13 +506,13 @@ def status(
             view = read_cluster(context=context, namespace=namespace)
         except ClusterUnavailable as error:
             cluster_note = f"worker replicas and autoscalers not shown: {error}"
-    if output is OutputFormat.JSON:
-        body: dict[str, Any] = {"url": base_url, "gateway": health}
+    if session.json:
+        body: dict[str, Any] = {"url": session.client.base_url, "gateway": health}
         if cluster:
             body |= {"queues": queues, "cluster": _cluster_json(view), "cluster_note": cluster_note}
         render.echo_json(body)
     else:
-        out.print(render.health_table(base_url, health))
+        out.print(render.health_table(session.client.base_url, health))
         if cluster:
             out.print()
             out.print(render.queues_table(queues, view))
