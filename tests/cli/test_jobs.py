@@ -44,10 +44,11 @@ def test_submit_then_get_and_list_an_ml_job(cli: Cli):
     assert accepted["id"] in [item["id"] for item in listed["items"]]
     assert all(item["type"] == "ml.train" for item in listed["items"])
 
+    # Into a pipe (no COLUMNS): every column whole, one row per line, as grep and awk want.
     table = cli.run("list", "--type", "ml.train")
     assert table.returncode == 0
     row = next(line for line in table.stdout.splitlines() if accepted["id"] in line)
-    assert "ml.train" in row and "succeeded" in row and "100%" in row
+    assert row.split()[:4] == [accepted["id"], "ml.train", "succeeded", "100%"]
 
     shown = cli.run("get", accepted["id"])
     assert shown.returncode == 0

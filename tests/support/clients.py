@@ -83,7 +83,6 @@ def cli_env(stack: Stack, api_key: str | None, home: Path) -> dict[str, str]:
     env |= {
         "CONVEYOR_URL": stack.base_url,
         "HOME": str(home),  # no ~/.kube/config of the machine's
-        "COLUMNS": "200",  # tables are not cut to an 80-column pipe
         "NO_COLOR": "1",
     }
     env.pop("KUBECONFIG", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -59,8 +60,16 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+def _width(stream: Any) -> int | None:
+    """Into a pipe or a file rich cuts tables and wraps lines at 80 columns (`succe` for
+    `succeeded`): there, unless COLUMNS says otherwise, lines are as long as their values."""
+    return None if stream.isatty() or os.environ.get("COLUMNS") else 10_000
+
+
+out = Console(highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 class ExitCode(IntEnum):
