@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
@@ -54,17 +54,36 @@ def _file(name: str, media_type: str) -> FileResponse:
     return FileResponse(CONSOLE_DIR / name, media_type=media_type, headers=SECURITY_HEADERS)
 
 
+# Where each page takes the API key's status and form, which every page shares.
+KEY_PANEL_MARKER = "  <!-- key-panel.html -->\n"
+
+
+def _page(name: str) -> bytes:
+    """A page with the shared key panel put in, once at import (no templating per request)."""
+    text = (CONSOLE_DIR / name).read_text()
+    if text.count(KEY_PANEL_MARKER) != 1:
+        raise RuntimeError(f"console/{name} must hold the key panel's marker once")
+    return text.replace(KEY_PANEL_MARKER, (CONSOLE_DIR / "key-panel.html").read_text()).encode()
+
+
+PAGES = {name: _page(name) for name in ("index.html", "job.html")}
+
+
+def _html(name: str) -> Response:
+    return Response(PAGES[name], media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
 @router.api_route("", methods=READ)
 @router.api_route("/", methods=READ)
-async def job_list_page() -> FileResponse:
-    return _file("index.html", "text/html; charset=utf-8")
+async def job_list_page() -> Response:
+    return _html("index.html")
 
 
 @router.api_route("/jobs/{job_id}", methods=READ)
-async def job_page(job_id: str) -> FileResponse:
+async def job_page(job_id: str) -> Response:
     # The page's script reads the id from its URL and asks the API, which answers 404 for an
     # unknown id or another key's job; the page itself is the same for every id.
-    return _file("job.html", "text/html; charset=utf-8")
+    return _html("job.html")
 
 
 @router.api_route("/static/{name}", methods=READ)
