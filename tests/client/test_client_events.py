@@ -16,6 +16,7 @@ from conveyor_client import (
     AsyncConveyorClient,
     ConnectionFailed,
     ConveyorClient,
+    ConveyorError,
     JobState,
     JobView,
     NotFound,
@@ -195,6 +196,16 @@ def test_an_unknown_job_is_not_retried():
     with sync_client(handler) as client, pytest.raises(NotFound) as caught:
         list(client.events(JOB_ID))
     assert caught.value.status == 404 and "not found" in caught.value.detail
+    assert len(seen) == 1
+
+
+def test_an_answer_that_is_not_an_event_stream_is_not_retried():
+    # A proxy's HTML page or a wrong URL: reconnecting cannot cure it, so it is said at once.
+    seen, handler = recording(lambda: httpx.Response(200, text="<html>login</html>"))
+    with sync_client(handler) as client, pytest.raises(ConveyorError) as caught:
+        list(client.events(JOB_ID))
+    assert not isinstance(caught.value, ConnectionFailed)
+    assert "did not answer with an event stream" in str(caught.value)
     assert len(seen) == 1
 
 

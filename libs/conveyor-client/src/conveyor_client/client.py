@@ -147,16 +147,16 @@ class _EventStream:
         """
         try:
             yield
+        except SSEError as error:  # first: httpx-sse derives it from httpx.TransportError
+            raise ConveyorError(
+                f"{self._base_url} did not answer with an event stream: {error}"
+            ) from error
         except (httpx.TransportError, Unavailable, ServerError) as error:
             self._failures += 1
             if self._failures > self._max_reconnects:
                 if isinstance(error, httpx.TransportError):
                     raise _unreachable(self._base_url, error) from error
                 raise
-        except SSEError as error:
-            raise ConveyorError(
-                f"{self._base_url} did not answer with an event stream: {error}"
-            ) from error
         else:
             if self.ongoing:  # closed before the job ended: resume
                 self._failures += 1
