@@ -54,8 +54,7 @@ def procfile() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _chart_concurrency(worker: str) -> int:
-    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+def _chart_concurrency(values: dict[str, Any], worker: str) -> int:
     own = (values.get("workers") or {}).get(worker) or {}
     return int(own.get("concurrency", values["workerDefaults"]["concurrency"]))
 
@@ -66,6 +65,7 @@ def compose() -> str:
     _, _, after = rest.partition(COMPOSE_END)
     if not after:
         raise SystemExit(f"{COMPOSE.name}: the workers' BEGIN/END markers are missing")
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
     services = []
     for job in JOB_TYPES.values():
         services.append(
@@ -79,7 +79,7 @@ def compose() -> str:
     image: conveyor/{job.service}:dev
     environment:
       <<: *worker-env
-      CONVEYOR_WORKER_CONCURRENCY: "{_chart_concurrency(job.worker)}"
+      CONVEYOR_WORKER_CONCURRENCY: "{_chart_concurrency(values, job.worker)}"
 """
         )
     return before + COMPOSE_BEGIN + "\n".join(services) + COMPOSE_END + after

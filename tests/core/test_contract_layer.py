@@ -39,14 +39,19 @@ print(json.dumps(sorted(JOB_TYPES)))
 """
 
 
-def test_the_registry_imports_with_only_the_contracts_dependencies():
+def guarded_import(modules: list[str]) -> subprocess.CompletedProcess[str]:
+    """Import `modules` in a child that refuses what conveyor-core's install does not bring."""
     allowed = sorted(name.lower() for name in locked_closure("conveyor-core"))
     assert "pydantic" in allowed and "fsspec" not in allowed and "celery" not in allowed
-    result = subprocess.run(
-        [sys.executable, "-c", GUARDED_IMPORT, json.dumps(allowed), json.dumps(CONTRACT_MODULES)],
+    return subprocess.run(
+        [sys.executable, "-c", GUARDED_IMPORT, json.dumps(allowed), json.dumps(modules)],
         capture_output=True,
         text=True,
     )
+
+
+def test_the_registry_imports_with_only_the_contracts_dependencies():
+    result = guarded_import(CONTRACT_MODULES)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["cmd.run", "data.transform", "ml.train"]
 
@@ -54,12 +59,6 @@ def test_the_registry_imports_with_only_the_contracts_dependencies():
 def test_the_guard_refuses_a_runtime_library():
     # The same guard, asked for the artifact store (fsspec): it must fail, or the test
     # above proves nothing.
-    allowed = sorted(name.lower() for name in locked_closure("conveyor-core"))
-    modules = ["conveyor_core.artifacts"]
-    result = subprocess.run(
-        [sys.executable, "-c", GUARDED_IMPORT, json.dumps(allowed), json.dumps(modules)],
-        capture_output=True,
-        text=True,
-    )
+    result = guarded_import(["conveyor_core.artifacts"])
     assert result.returncode != 0
     assert "fsspec is not a dependency of the contract" in result.stderr

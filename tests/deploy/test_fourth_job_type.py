@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from chart_support import CHART, REPO, tool, which
+from support.packaging import uv_executable
 from support.stack import running_stack
 
 TOY_MODULE = '''"""toy.echo: says its text back in capitals."""
@@ -122,8 +123,9 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "PYTHONPATH": str(copy / "libs" / "conveyor-core" / "src")}
     for script in ("docs/build.py", "deploy/generate.py"):
         subprocess.run([sys.executable, script], cwd=copy, env=env, check=True, capture_output=True)
-    uv = shutil.which("uv") or str(REPO / ".tools" / "uv" / "bin" / "uv")
-    locked = subprocess.run([uv, "lock", "--offline"], cwd=copy, capture_output=True, text=True)
+    locked = subprocess.run(
+        [uv_executable(), "lock", "--offline"], cwd=copy, capture_output=True, text=True
+    )
     assert locked.returncode == 0, locked.stderr
     return copy
 

@@ -23,6 +23,7 @@ from support.doc_sessions import (
     normalise,
     parse_sessions,
 )
+from support.packaging import uv_executable
 from support.stack import Stack, running_stack
 
 ROOT = Path(__file__).parents[2]
@@ -32,7 +33,7 @@ COMMAND_TIMEOUT_S = 60
 
 def _uv_bin() -> Path:
     """Where `uv` is: the commands say `uv run ...`, as a user with uv on PATH types them."""
-    found = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".tools" / "uv" / "bin" / "uv")
+    found = uv_executable()
     assert Path(found).is_file(), "no uv: run `make install`"
     return Path(found).parent
 

@@ -1,7 +1,8 @@
-"""What an install of one workspace package brings with it, read from uv.lock."""
+"""uv as the Makefile finds it, and what an install of one workspace package brings with it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,10 +10,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def uv_executable() -> str:
+    """The Makefile's order: $UV, then `uv` on PATH, then the private copy in .tools/uv."""
+    return os.environ.get("UV") or shutil.which("uv") or str(REPO / ".tools" / "uv" / "bin" / "uv")
+
+
 def locked_closure(package: str, *extra: str) -> set[str]:
     """Names of the third-party distributions an install of `package` gets."""
-    uv = shutil.which("uv") or str(REPO / ".tools" / "uv" / "bin" / "uv")  # as the Makefile
-    command = [uv, "export", "--frozen", "--package", package, "--no-dev"]
+    command = [uv_executable(), "export", "--frozen", "--package", package, "--no-dev"]
     command += ["--no-hashes", "--no-emit-workspace", "--quiet", *extra]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     return {

@@ -259,7 +259,7 @@ rounded up, at least 1. Unset, they start one thread per node core, in every pro
 
 {{/*
 Every worker, by short name: one per job type of the registry (files/job-types.json,
-written by docs/build.py from conveyor_core.jobs), starting from workerDefaults, with the
+written by deploy/generate.py from conveyor_core.jobs), starting from workerDefaults, with the
 type's queue and time limits, then workers.<name> over them. A fourth job type therefore
 needs no values at all. Worked out once per render and kept on the root context (not
 passed through JSON, which would turn every number into a float):
