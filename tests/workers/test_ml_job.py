@@ -237,3 +237,47 @@ def test_sets_larger_than_the_memory_budget_fail_before_training(tmp_path: Path)
             target_column="label",
         )
     assert train(ctx, model="logistic_regression", dataset="iris").n_features == 4
+
+
+@pytest.mark.parametrize(
+    ("labels", "predicted"),
+    [
+        (["a", "b", "c", "a", "b", "c"], ["a", "b", "c", "a", "b", "c"]),
+        (["a", "b", "c", "a", "b", "c"], ["a", "a", "a", "b", "b", "b"]),  # "c" never predicted
+        ([0, 1, 2, 2, 1, 0, 2], [0, 2, 2, 2, 0, 0, 1]),
+    ],
+)
+def test_evaluation_matches_scikit_learns_report(labels: list[Any], predicted: list[Any]) -> None:
+    """One metrics pass gives what classification_report, accuracy_score and f1_score say."""
+    from conveyor_worker_ml.datasets import LoadedDataset
+    from conveyor_worker_ml.job import TrainTestSplit, evaluate
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    y_test, y_predicted = np.array(labels), np.array(predicted)
+    classes = np.unique(y_test)
+    names = [f"class {label}" for label in classes]
+    data = LoadedDataset(np.zeros((len(labels), 1)), y_test, classes, names)
+    split = TrainTestSplit(np.zeros((0, 1)), np.zeros((len(labels), 1)), y_test[:0], y_test)
+
+    class Fixed:
+        def predict(self, _: Any) -> Any:
+            return y_predicted
+
+    evaluation = evaluate(Fixed(), split, data)
+
+    report = classification_report(
+        y_test, y_predicted, labels=classes, target_names=names, output_dict=True, zero_division=0
+    )
+    assert evaluation.accuracy == pytest.approx(accuracy_score(y_test, y_predicted))
+    macro = f1_score(y_test, y_predicted, labels=classes, average="macro", zero_division=0)
+    assert evaluation.f1_macro == pytest.approx(macro)
+    for name in names:
+        got = evaluation.per_class[name]
+        assert (got.precision, got.recall, got.f1, got.support) == pytest.approx(
+            (
+                report[name]["precision"],
+                report[name]["recall"],
+                report[name]["f1-score"],
+                report[name]["support"],
+            )
+        )

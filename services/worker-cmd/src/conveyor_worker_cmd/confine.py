@@ -92,6 +92,7 @@ class Isolation:
 
 
 @functools.cache
+@functools.cache  # the kernel's answer holds for the process's life; asking forks a child
 def probe(uid: int, gid: int) -> Isolation:
     """Ask the kernel what applies to commands running as `uid`:`gid`, once per process."""
     return Isolation(

@@ -43,7 +43,6 @@ class ProcessInfo:
     pgrp: int
     session: int
     state: str
-    uid: int
 
     @property
     def alive(self) -> bool:
@@ -55,7 +54,6 @@ def read_process(pid: int) -> ProcessInfo | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat_file:
             stat = stat_file.read()
-        uid = os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
     # The command name may contain spaces and parentheses; the fields after it do not.
@@ -66,8 +64,14 @@ def read_process(pid: int) -> ProcessInfo | None:
         pgrp=int(fields[2]),
         session=int(fields[3]),
         state=fields[0].decode(),
-        uid=uid,
     )
+
+
+def owner_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 def list_processes() -> Iterator[ProcessInfo]:
@@ -79,7 +83,11 @@ def list_processes() -> Iterator[ProcessInfo]:
 @dataclass(frozen=True)
 class ProcessTree:
     """Everything started by one command: its group, its session and, when the command runs
-    as a dedicated uid, our adopted orphans of that uid (daemons that left the session)."""
+    as a dedicated uid, our adopted orphans of that uid (daemons that left the session).
+
+    Finding them means reading every process in /proc (a few ms on a busy node): each
+    operation here scans once, and the owner is read only for our own children.
+    """
 
     leader: int
     orphan_uid: int | None = None
@@ -93,37 +101,50 @@ class ProcessTree:
             and (
                 info.pgrp == self.leader
                 or info.session == self.leader
-                or (self.orphan_uid is not None and info.ppid == me and info.uid == self.orphan_uid)
+                or (
+                    self.orphan_uid is not None
+                    and info.ppid == me
+                    and owner_of(info.pid) == self.orphan_uid
+                )
             )
         ]
 
-    def signal(self, signum: int) -> None:
-        """Send `signum` to the process group, then to members that left it."""
+    def kill_group(self, signum: int) -> None:
+        """Send `signum` to the command's process group alone: no scan."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.leader, signum)
-        for info in self.members():
+
+    def signal(self, signum: int) -> list[ProcessInfo]:
+        """Send `signum` to the process group, then to members that left it; the members
+        found, as they were before the signal."""
+        self.kill_group(signum)
+        members = self.members()
+        for info in members:
             if info.alive:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(info.pid, signum)
+        return members
 
     def kill(self) -> None:
         """SIGKILL every member until none is left alive, reaping the orphans we adopted.
 
         Repeats because a member may fork between the scan and the signal; RLIMIT_NPROC
-        keeps that race short.
+        keeps that race short. A round whose scan finds nobody alive is the last: a
+        process that is gone cannot fork.
         """
         for _ in range(_KILL_ROUNDS):
-            self.signal(signal.SIGKILL)
-            members = self.members()
+            members = self.signal(signal.SIGKILL)
             self._reap(members)
             if not any(info.alive for info in members):
                 return
             time.sleep(_ROUND_PAUSE_S)
 
     def _reap(self, members: list[ProcessInfo]) -> None:
-        # The leader belongs to its Popen object, which reaps it; the rest are ours.
+        # The leader belongs to its Popen object, which reaps it; the rest are ours. A
+        # member this round's signal killed is reaped in the next round, which runs
+        # because it was alive when scanned.
         me = os.getpid()
         for info in members:
-            if info.pid != self.leader and info.ppid == me and not info.alive:
+            if info.pid != self.leader and info.ppid == me:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(info.pid, os.WNOHANG)

@@ -178,6 +178,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._kill_at: float | None = None
         self._closed = False
+        self._swept = False
         self._proc = _start(argv, workdir, identity, isolation, limits, stdin is not None)
         self._tree = ProcessTree(self._proc.pid, identity.uid if identity else None)
         assert self._proc.stdout is not None
@@ -268,10 +269,13 @@ class Sandbox:
 
     def _kill_everything(self) -> None:
         with self._lock:
-            self._tree.signal(signal.SIGKILL)
+            if self._swept:  # `finish` swept already; `close` has nothing left to find
+                return
+            self._tree.kill_group(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(REAP_TIMEOUT_S)  # only a process stuck in the kernel waits
-            self._tree.kill()
+            self._tree.kill()  # and what left the group, until none is alive
+            self._swept = True
 
 
 def _start(

@@ -57,6 +57,19 @@ def run(params: TransformParams, ctx: JobContext) -> TransformResult:
     )
 
 
+def warm_up() -> None:
+    """Run a three-row query once in a new pool process: polars starts its thread pool and
+    streaming engine here, not in the process's first job (tens of ms). Not in the
+    worker's main process: polars' threads must not exist before a fork."""
+    running = (
+        pl.LazyFrame({"value": [1, 2, 3]})
+        .filter(pl.col("value") > 1)
+        .collect(engine="streaming", background=True)  # the way `_execute` runs a job
+    )
+    while running.fetch() is None:
+        time.sleep(_FIRST_POLL_INTERVAL_S)
+
+
 # --- input
 
 

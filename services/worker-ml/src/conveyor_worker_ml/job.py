@@ -17,7 +17,7 @@ from conveyor_core.jobs.ml import ClassReport, TrainParams, TrainResult, TrainTi
 from conveyor_core.worker import JobContext, JobFailed
 from numpy.typing import NDArray
 from sklearn.base import clone
-from sklearn.metrics import accuracy_score, classification_report, f1_score
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from conveyor_worker_ml.datasets import LoadedDataset, load_dataset
@@ -161,32 +161,29 @@ def _fold_splitter(target: NDArray[Any], folds: int, random_state: int) -> KFold
 
 
 def evaluate(model: Any, split: TrainTestSplit, data: LoadedDataset) -> Evaluation:
-    """Accuracy, macro F1 and a per-class report on the held-out part."""
+    """Accuracy, macro F1 and a per-class report on the held-out part.
+
+    One pass of `precision_recall_fscore_support` gives every figure: macro F1 is the plain
+    mean of the per-class F1 over the data set's classes, as `f1_score(average="macro")`
+    computes it. `classification_report` plus `f1_score` took five passes, half of a
+    small job's time.
+    """
     predicted = model.predict(split.x_test)
-    report = classification_report(
-        split.y_test,
-        predicted,
-        labels=data.class_labels,
-        target_names=data.class_names,
-        output_dict=True,
-        zero_division=0,
+    precision, recall, f1, support = precision_recall_fscore_support(
+        split.y_test, predicted, labels=data.class_labels, average=None, zero_division=0
     )
     per_class = {
         name: ClassReport(
-            precision=report[name]["precision"],
-            recall=report[name]["recall"],
-            f1=report[name]["f1-score"],
-            support=int(report[name]["support"]),
+            precision=float(precision[i]),
+            recall=float(recall[i]),
+            f1=float(f1[i]),
+            support=int(support[i]),
         )
-        for name in data.class_names
+        for i, name in enumerate(data.class_names)
     }
     return Evaluation(
-        accuracy=float(accuracy_score(split.y_test, predicted)),
-        f1_macro=float(
-            f1_score(
-                split.y_test, predicted, labels=data.class_labels, average="macro", zero_division=0
-            )
-        ),
+        accuracy=float(np.mean(split.y_test == predicted)),
+        f1_macro=float(np.mean(f1)),
         per_class=per_class,
     )
 

@@ -7,6 +7,7 @@ bounds redeliveries, so an implementation holds only the work itself.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -62,8 +63,21 @@ class _PerProcess:
         self._store: WorkerJobStore | None = None
         self._artifacts: ArtifactStore | None = None
         self._heartbeat: _Heartbeat | None = None
+        # The warm-up thread and the first job may both get here first. A fresh lock in
+        # each forked child: a copy held by a parent's thread would never be released.
+        self._making = threading.Lock()
+        os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:
+        self._making = threading.Lock()
 
     def _ensure(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._making:
+            self._make_for_this_process()
+
+    def _make_for_this_process(self) -> None:
         if self._pid != os.getpid():
             if self._engine is not None:
                 # Inherited across a fork: drop the parent's pool without closing its
@@ -84,11 +98,12 @@ class _PerProcess:
     @property
     def heartbeat(self) -> _Heartbeat:
         self._ensure()
-        if self._heartbeat is None:
-            assert self._store is not None
-            self._heartbeat = _Heartbeat(self._store, self.settings)
-            self._heartbeat.start()
-        return self._heartbeat
+        with self._making:
+            if self._heartbeat is None:
+                assert self._store is not None
+                self._heartbeat = _Heartbeat(self._store, self.settings)
+                self._heartbeat.start()
+            return self._heartbeat
 
     @property
     def artifacts(self) -> ArtifactStore:
@@ -419,6 +434,33 @@ class JobRunner:
         else:
             metrics.JOBS_FAILED.labels(name).inc()
 
+    def start_warm_up(self, implementation_warm_up: Callable[[], None] | None) -> None:
+        """Warm a new pool process up in a thread, so that its start is not held up:
+        Celery gives a pool process 4 s to report that it is up, and a job store that does
+        not answer could take longer than that."""
+        threading.Thread(
+            target=self._warm_up, args=(implementation_warm_up,), name="warm-up", daemon=True
+        ).start()
+
+    def _warm_up(self, implementation_warm_up: Callable[[], None] | None) -> None:
+        """Do what the process's first job would otherwise wait for: connect to the job
+        store, compile the claim and finish statements (run against no job, they change
+        nothing), start the heartbeat thread, then the implementation's own warm-up. Best
+        effort: a store that is down now is retried by the first job as usual."""
+        nobody = uuid.UUID(int=0)
+        try:
+            store = self.resources.store
+            store.claim(nobody, "warm-up")
+            store.finish(nobody, JobState.SUCCEEDED, result=None, attempt=0)
+            self.resources.heartbeat  # noqa: B018 - starts the thread
+        except Exception:
+            log.warning("pool process warm-up: job store not reachable yet", exc_info=True)
+        if implementation_warm_up is not None:
+            try:
+                implementation_warm_up()
+            except Exception:
+                log.warning("pool process warm-up of %s failed", self.job_type.name, exc_info=True)
+
     def count_job_and_stop_when_done(self) -> None:
         """Honour CONVEYOR_WORKER_MAX_JOBS: ask the worker for a warm shutdown once reached."""
         self.jobs_run += 1
@@ -444,9 +486,13 @@ class JobRunner:
 
 
 def build_worker_app(
-    job_type: JobType, implementation: Implementation, settings: Settings | None = None
+    job_type: JobType,
+    implementation: Implementation,
+    settings: Settings | None = None,
+    warm_up: Callable[[], None] | None = None,
 ) -> Celery:
-    """The Celery app of one worker service, with its one task registered."""
+    """The Celery app of one worker service, with its one task registered; `warm_up` runs
+    in each pool process as it starts (see `run_worker`)."""
     settings = settings or get_settings()
     app = create_celery_app(settings, [job_type])
     app.conf.worker_consumer = "conveyor_core.worker.consumer:JobConsumer"
@@ -517,6 +563,10 @@ def build_worker_app(
     def _worker_down(**_: Any) -> None:
         metrics.WORKER_UP.labels(job_type.name).set(0)
 
+    @signals.worker_process_init.connect(weak=False)
+    def _warm_up_pool_process(**_: Any) -> None:
+        runner.start_warm_up(warm_up)
+
     @signals.worker_process_shutdown.connect(weak=False)
     def _forget_pool_process(pid: int | None = None, **_: Any) -> None:
         # Live gauges of a pool process that exits must not count any more.
@@ -565,8 +615,16 @@ def _hand_back(task: Task, job_type: JobType, job_id: str, reason: str) -> None:
         raise Reject(f"{reason}; broker unavailable", requeue=True) from publish_error
 
 
-def run_worker(job_type: JobType, implementation: Implementation) -> None:
-    """Entry point of a worker service: consume only this job type's queue."""
+def run_worker(
+    job_type: JobType, implementation: Implementation, warm_up: Callable[[], None] | None = None
+) -> None:
+    """Entry point of a worker service: consume only this job type's queue.
+
+    Import the implementation's heavy libraries before calling this: the worker's main
+    process then holds them once for every pool process it forks. `warm_up` runs in each
+    pool process as it starts, for what must not happen before a fork (a library's thread
+    pool, say), so that no job pays a first-use cost.
+    """
     settings = get_settings()
     configure_logging(settings.log_level)
     if os.geteuid() == 0:
@@ -581,7 +639,10 @@ def run_worker(job_type: JobType, implementation: Implementation) -> None:
     if settings.metrics_port:
         enable_multiprocess(Path(tempfile.mkdtemp(prefix=f"conveyor-metrics-{job_type.worker}-")))
         start_probe_server(settings.metrics_host, settings.metrics_port)
-    app = build_worker_app(job_type, implementation, settings)
+    app = build_worker_app(job_type, implementation, settings, warm_up)
+    # What is loaded by now is shared with the pool processes forked next: out of the
+    # collector's reach, its pages are not copied into each of them by a collection.
+    gc.freeze()
     app.worker_main(
         [
             "worker",
