@@ -4,8 +4,8 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 BENCH_WITH ?= --with matplotlib==3.11.2
 
 .PHONY: bench-tools
-bench-tools: ## Install wrk (Debian) for the benchmarks if it is missing
-	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+bench-tools: ## Install wrk and hey (Debian) for the benchmarks if missing
+	@command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk hey; }
 
 .PHONY: bench
 bench: bench-tools ## Full benchmark (~12 min): results in bench/results/ (latest.md, latest.png)

@@ -8,12 +8,17 @@ With BENCH_NOOP_DELIVERY=conveyor the same no-op runs with Conveyor's delivery s
 instead of Celery's defaults: persistent messages on a quorum queue, acknowledged after
 the task (acks_late), one unacknowledged message per process (prefetch 1). That is the
 ceiling for a worker that may not lose a job, before any job store write.
+
+With BENCH_NOOP_STORE (a job store URL) as well, each task also makes a job's two durable
+writes, Conveyor's own claim and finish of the queued row the message names: the
+**composed floor**, the least any worker with Conveyor's guarantees does per job.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any
 
 from celery import Celery, signals
@@ -31,11 +36,36 @@ if os.environ.get("BENCH_NOOP_DELIVERY") == "conveyor":
     )
 
 _seen = {"first": 0.0, "count": 0}
+_store: dict[int, Any] = {}  # pid -> WorkerJobStore: a connection must not cross a fork
+
+
+def _job_store() -> Any:
+    from conveyor_core.store.engine import make_sync_engine
+    from conveyor_core.store.worker_ops import WorkerJobStore
+
+    if os.getpid() not in _store:
+        _store.clear()
+        _store[os.getpid()] = WorkerJobStore(make_sync_engine(os.environ["BENCH_NOOP_STORE"]))
+    return _store[os.getpid()]
 
 
 @app.task(name="bench.noop")
-def noop() -> None:
-    return None
+def noop(job_id: str | None = None) -> None:
+    if job_id is None:
+        return
+    from conveyor_core.states import JobState
+
+    store = _job_store()
+    claim = store.claim(uuid.UUID(job_id), f"bench/{os.getpid()}")
+    assert claim is not None, f"job {job_id} could not be claimed"
+    store.finish(
+        uuid.UUID(job_id),
+        JobState.SUCCEEDED,
+        result={"rows": [{"value": 1}], "row_count": 1},
+        artifacts=[],
+        progress=1.0,
+        attempt=claim.attempts,
+    )
 
 
 @signals.task_prerun.connect

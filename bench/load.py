@@ -1,4 +1,5 @@
-"""Load generation: wrk for the closed-loop HTTP runs, a bounded httpx loop for the rest."""
+"""Load generation: wrk for the closed-loop HTTP runs, hey for a fixed offered rate, a bounded
+httpx loop for the rest."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class HttpRun:
     p99_ms: float
     max_ms: float
     socket_errors: int
-    server_cpu_pct: float  # of one core, the server process over the run
+    server_cpu_pct: float  # of one core, the server's processes over the run
     loadgen_cpu_pct: float  # of one core, wrk itself
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def wrk(
             )
         )
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = procs.cpu_seconds(server_pid)
+    server_before = procs.tree_cpu_seconds(server_pid)
     started = time.monotonic()
     try:
         out = subprocess.run(
@@ -109,7 +110,7 @@ def wrk(
         Path(script.name).unlink()
     wall = time.monotonic() - started
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = procs.cpu_seconds(server_pid) - server_before
+    server_cpu = procs.tree_cpu_seconds(server_pid) - server_before
     loadgen_cpu = (after_children.ru_utime - before_children.ru_utime) + (
         after_children.ru_stime - before_children.ru_stime
     )
@@ -127,6 +128,75 @@ def wrk(
         p99_ms=raw["p99_us"] / 1000,
         max_ms=raw["max_us"] / 1000,
         socket_errors=raw["socket_errors"],
+        server_cpu_pct=round(100 * server_cpu / duration, 1),
+        loadgen_cpu_pct=round(100 * loadgen_cpu / wall, 1),
+    )
+
+
+def require_hey() -> str:
+    hey = shutil.which("hey")
+    if hey is None:
+        raise SystemExit("hey is missing: `apt-get install -y hey` (make bench does it)")
+    return hey
+
+
+def hey(
+    url: str,
+    *,
+    rate: int,
+    seconds: float,
+    server_pid: int,
+    workers: int = 50,
+    method: str = "GET",
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpRun:
+    """A fixed offered load: `workers` connections each sending `rate / workers` requests a
+    second for `seconds` (Debian's hey, `-q`). Unlike wrk's closed loop, a slow answer
+    does not slow the load down, as long as it stays under a worker's interval
+    (`workers / rate` s, 50 ms at 50 workers and 1,000/s); so its p99 is the latency a
+    client sees at that rate, not a consequence of the throughput."""
+    per_worker = rate / workers
+    argv = [require_hey(), "-z", f"{max(1, round(seconds))}s", "-c", str(workers)]
+    argv += ["-q", f"{per_worker:g}", "-t", "5", "-o", "csv", "-m", method]
+    argv += ["-T", "application/json"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    if body is not None:
+        argv += ["-d", body]
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = procs.tree_cpu_seconds(server_pid)
+    started = time.monotonic()
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    wall = time.monotonic() - started
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = procs.tree_cpu_seconds(server_pid) - server_before
+    loadgen_cpu = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
+    # response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset
+    rows = [line.split(",") for line in out.splitlines()[1:] if line.count(",") >= 7]
+    latencies = sorted(1000 * float(row[0]) for row in rows)
+    ok = sum(1 for row in rows if row[6].startswith("2"))
+    duration = max((float(row[7]) + float(row[0]) for row in rows), default=wall)
+
+    def pct(p: float) -> float:
+        if not latencies:
+            return 0.0
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 2)
+
+    return HttpRun(
+        requests=len(rows),
+        ok=ok,
+        seconds=round(duration, 3),
+        ok_per_s=round(ok / duration, 1),
+        p50_ms=pct(50),
+        p90_ms=pct(90),
+        p99_ms=pct(99),
+        max_ms=round(latencies[-1], 2) if latencies else 0.0,
+        socket_errors=0,  # hey leaves a failed request out of the csv
         server_cpu_pct=round(100 * server_cpu / duration, 1),
         loadgen_cpu_pct=round(100 * loadgen_cpu / wall, 1),
     )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.systems import PEER, TWO_GATEWAYS
+
 COLUMNS = ("sqlite", "postgres")
 
 
@@ -107,6 +109,36 @@ def _rss_after(results: dict[str, Any], system: str) -> float | None:
     return max(after) if after else None
 
 
+def _against_peer(path: str) -> Callable[[dict[str, Any], str], float | None]:
+    """A figure (`path`) of each Conveyor column, the Celery + DB results peer's in the
+    baseline column: the rows whose reference is the peer, not the blog pattern."""
+
+    def get(results: dict[str, Any], system: str) -> float | None:
+        if _sys(path)(results, PEER) is None:  # no peer in this run: no row
+            return None
+        return _sys(path)(results, PEER if system == "baseline" else system)
+
+    return get
+
+
+def _two_gateways(path: str) -> Callable[[dict[str, Any], str], float | None]:
+    """A submission figure (`path`) with two gateway processes (PostgreSQL column), against
+    one (in the baseline column)."""
+
+    def get(results: dict[str, Any], system: str) -> float | None:
+        source = {"baseline": "postgres", "postgres": TWO_GATEWAYS}.get(system)
+        return _sys(path)(results, source) if source else None
+
+    return get
+
+
+def _of_floor(results: dict[str, Any], system: str) -> float | None:
+    """Tiny jobs/s over the composed floor's, both on this column's job store."""
+    jobs = _sys("overhead.jobs_per_s")(results, system)
+    floor = _sys("floor.jobs_per_s")(results, system)
+    return round(jobs / floor, 2) if jobs and floor else None
+
+
 def _scaling(results: dict[str, Any], system: str) -> float | None:
     one = _sys("drain.1.seconds")(results, system)
     two = _sys("drain.2.seconds")(results, system)
@@ -115,6 +147,7 @@ def _scaling(results: dict[str, Any], system: str) -> float | None:
 
 def metrics(results: dict[str, Any]) -> list[Metric]:
     drain_jobs = results.get("plan", {}).get("drain_jobs", 0)
+    rate = f"{results.get('plan', {}).get('fixed_rate', 0):,}/s offered (hey -q)"
     return [
         Metric(
             "submission throughput, 32 conn",
@@ -133,7 +166,27 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             _against_fastest_baseline("submit"),
         ),
         Metric(
-            "submission p99", "ms", "lower", "<= 25 ms", _sys("submit.p99_ms"), lambda v, r: v <= 25
+            # Closed loop: its p99 follows the throughput; latency is judged at a fixed rate.
+            "submission p99, 32 conn closed loop",
+            "ms",
+            "lower",
+            "report",
+            _sys("submit.p99_ms"),
+        ),
+        Metric(
+            f"submissions answered at {rate}",
+            "jobs/s",
+            "higher",
+            "report",
+            _sys("fixed_rate.ok_per_s"),
+        ),
+        Metric(
+            f"submission p99 at {rate}",
+            "ms",
+            "lower",
+            "<= 25 ms",
+            _sys("fixed_rate.p99_ms"),
+            lambda v, r: v <= 25,
         ),
         Metric(
             "ceiling: publish + confirm alone, 32 in flight (baseline: its submissions)",
@@ -185,10 +238,23 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             "worker overhead, tiny jobs, 1 process (baseline: bare Celery no-op)",
             "jobs/s",
             "higher",
-            ">= 0.3x",
+            "report",  # the 0.3x target is withdrawn: the composed floor alone is below it
             _beside_noop("overhead.jobs_per_s"),
-            lambda v, r: r is not None and r >= 0.3,
-            0.1,
+        ),
+        Metric(
+            "ceiling: composed floor, no-op with Conveyor's delivery + claim + finish",
+            "jobs/s",
+            "higher",
+            "report",
+            _beside_noop("floor.jobs_per_s"),
+        ),
+        Metric(
+            "worker efficiency: tiny jobs / composed floor, 1 process",
+            "x",
+            "none",  # already a ratio, of two figures taken on the same job store
+            ">= 0.8",
+            _of_floor,
+            lambda v, r: v >= 0.8,
         ),
         Metric(
             "ceiling: Celery no-op with Conveyor's delivery (acks late, prefetch 1, quorum)",
@@ -208,8 +274,9 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             f"drain {drain_jobs} mixed jobs, 1 process/type",
             "s",
             "lower",
-            "report",
+            ">= 1.0x",
             _sys("drain.1.seconds"),
+            lambda v, r: r is not None and r >= 1.0,
         ),
         Metric(
             f"drain {drain_jobs} mixed jobs, 2 processes/type",
@@ -218,7 +285,69 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             "report",
             _sys("drain.2.seconds"),
         ),
-        Metric("drain scaling, 1 -> 2 processes/type", "x", "higher", "report", _scaling),
+        Metric(
+            "drain scaling, 1 -> 2 processes/type",
+            "x",
+            "higher",
+            ">= 1.7",
+            _scaling,
+            lambda v, r: v >= 1.7,
+        ),
+        Metric(
+            "first job after a worker starts / warm job, worst type (send -> finish)",
+            "x",
+            "lower",
+            "<= 1.5",
+            _sys("first_jobs.worst_ratio"),
+            lambda v, r: v <= 1.5,
+        ),
+        Metric(
+            "peer: tiny jobs, 1 process (baseline: Celery + DB results, acks late)",
+            "jobs/s",
+            "higher",
+            ">= 1.5x",
+            _against_peer("overhead.jobs_per_s"),
+            lambda v, r: r is not None and r >= 1.5,
+        ),
+        *(
+            Metric(
+                f"peer: drain {drain_jobs} mixed jobs, {n} (baseline: Celery + DB results)",
+                "s",
+                "lower",
+                ">= 1.5x (time <= 0.67x)",
+                _against_peer(f"drain.{c}.seconds"),
+                lambda v, r: r is not None and r >= 1 / 0.67,  # r is rounded: >= 1.5
+            )
+            for c, n in (("1", "1 process/type"), ("2", "2 processes/type"))
+        ),
+        Metric(
+            "peer: submission throughput, 32 conn (baseline: Celery + DB results)",
+            "jobs/s",
+            "higher",
+            "report",
+            _against_peer("submit.ok_per_s"),
+        ),
+        Metric(
+            "peer: status polling, 32 conn (baseline: Celery + DB results)",
+            "req/s",
+            "higher",
+            "report",
+            _against_peer("status.ok_per_s"),
+        ),
+        Metric(
+            "submission throughput, 2 gateway processes (baseline: 1 process; PostgreSQL)",
+            "jobs/s",
+            "higher",
+            "report",
+            _two_gateways("submit.ok_per_s"),
+        ),
+        Metric(
+            "submission p99, 2 gateway processes (baseline: 1 process; PostgreSQL)",
+            "ms",
+            "lower",
+            "report",
+            _two_gateways("submit.p99_ms"),
+        ),
         Metric(
             "transform 1M rows (Parquet in, groups out)",
             "s",

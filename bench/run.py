@@ -35,7 +35,15 @@ import httpx
 
 from bench import load, procs, report
 from bench.procs import REPO, VENV_BIN
-from bench.systems import Baseline, Conveyor, System
+from bench.systems import (
+    PEER,
+    TWO_GATEWAYS,
+    Baseline,
+    CeleryDb,
+    Conveyor,
+    ConveyorGateways,
+    System,
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,12 @@ class Plan:
     transform_rows: tuple[int, ...]
     loop_batch: int  # the baseline loop builds its dicts this many rows at a time
     publish_seconds: int  # the publish + confirm ceiling, without HTTP or job store
+    fixed_rate: int = 0  # submissions/s offered by hey for the latency runs; 0: none
 
 
-FULL = Plan("full", 3, 10, 10, 500, 1000, 3000, 600, (1, 2), (1_000_000, 10_000_000), 1_000_000, 10)
+FULL = Plan(
+    "full", 3, 10, 10, 500, 1000, 3000, 5000, (1, 2), (1_000_000, 10_000_000), 1_000_000, 10, 1000
+)
 QUICK = Plan("quick", 2, 2, 2, 0, 0, 0, 0, (), (1_000_000,), 1_000_000, 0)
 
 
@@ -86,7 +97,7 @@ def measure_http(systems: dict[str, System], plan: Plan) -> dict[str, dict[str, 
     time.sleep(1)
     status_urls = {}
     for name, system in systems.items():
-        out[name]["gateway_rss_idle_mb"] = round(procs.rss_mb(system.gateway_pid), 1)
+        out[name]["gateway_rss_idle_mb"] = round(system.gateway_rss_mb(), 1)
         _submissions(system, seconds=1)  # warm-up
         system.purge()
         status_urls[name] = _status_url(system)
@@ -98,9 +109,24 @@ def measure_http(systems: dict[str, System], plan: Plan) -> dict[str, dict[str, 
             run = _submissions(system, plan.submit_seconds)
             out[name].setdefault("submit_runs", []).append(run.as_dict())
             out[name].setdefault("gateway_rss_after_mb", []).append(
-                round(procs.rss_mb(system.gateway_pid), 1)
+                round(system.gateway_rss_mb(), 1)
             )
             system.purge()  # every run starts with the queue empty, not behind the last one's
+    for round_no in range(plan.rounds if plan.fixed_rate else 0):
+        log(f"round {round_no + 1}/{plan.rounds}: submissions at {plan.fixed_rate}/s offered")
+        for name in _rotated(names, round_no):
+            system = systems[name]
+            run = load.hey(
+                system.base_url + system.submit_path,
+                rate=plan.fixed_rate,
+                seconds=plan.submit_seconds,
+                server_pid=system.gateway_pid,
+                method="POST",
+                body=system.submit_body,
+                headers=system.headers,
+            )
+            out[name].setdefault("fixed_rate_runs", []).append(run.as_dict())
+            system.purge()
     for round_no in range(plan.rounds):
         log(f"round {round_no + 1}/{plan.rounds}: status polling, {plan.status_seconds}s each")
         for name in _rotated(names, round_no):
@@ -115,6 +141,8 @@ def measure_http(systems: dict[str, System], plan: Plan) -> dict[str, dict[str, 
     for result in out.values():
         result["submit"] = _median_run(result["submit_runs"])
         result["status"] = _median_run(result["status_runs"])
+        if "fixed_rate_runs" in result:
+            result["fixed_rate"] = _median_run(result["fixed_rate_runs"], "p99_ms")
         rss = result["gateway_rss_after_mb"]
         result["gateway_rss_growth_pct"] = round(100 * (rss[-1] - rss[0]) / rss[0], 2)
     return out
@@ -146,9 +174,9 @@ def _status_url(system: System) -> str:
     return system.base_url + system.status_path(job_id)
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median rate (the lower middle one of an even number)."""
-    ordered = sorted(runs, key=lambda run: run["ok_per_s"])
+def _median_run(runs: list[dict[str, Any]], by: str = "ok_per_s") -> dict[str, Any]:
+    """The run with the median rate, or `by` (the lower middle one of an even number)."""
+    ordered = sorted(runs, key=lambda run: run[by])
     return ordered[(len(ordered) - 1) // 2]
 
 
@@ -168,18 +196,54 @@ def measure_workers(system: System, plan: Plan) -> dict[str, Any]:
         out["worker_pss_idle_mb"] = system.worker_memory()
         out["dispatch"] = dispatch_latency(system, plan.dispatch_jobs)
         system.stop_workers()
+        log(f"{system.label}: each type's first job after its worker started")
+        out["first_jobs"] = first_jobs(system)
 
     if isinstance(system, Conveyor) and plan.overhead_jobs:
         log(f"{system.label}: worker overhead, {plan.overhead_jobs} tiny jobs, 1 process")
         out["overhead"] = worker_overhead(system, plan.overhead_jobs)
         log(f"{system.label}: a job's claim and finish alone, {plan.overhead_jobs} jobs")
         out["store_writes"] = store_writes_ceiling(system, plan.overhead_jobs)
+        log(f"{system.label}: composed floor (no-op with delivery, claim, finish), same jobs")
+        out["floor"] = composed_floor(system, plan.overhead_jobs, system.logdir)
 
     out["drain"] = {}
     for concurrency in plan.drain_concurrency:
         log(f"{system.label}: drain {plan.drain_jobs} mixed jobs, {concurrency} process(es)/type")
         out["drain"][str(concurrency)] = drain(system, plan.drain_jobs, concurrency)
     system.stop()
+    return out
+
+
+def first_jobs(system: System, warm_jobs: int = 10) -> dict[str, Any]:
+    """Each type's first job after its worker started, against the warm jobs that follow.
+
+    Per type: a fresh worker (1 process) is started and waited for, then jobs are sent one
+    at a time; each one's latency runs from sending it to its finish. `ratio` is the first
+    job's latency over the median of the next `warm_jobs`: what a first caller pays for
+    imports and first-use set-up that nobody did before the worker said it was ready.
+    """
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=system.base_url, timeout=30, headers=system.headers) as client:
+        for kind in ("data", "cmd", "ml"):
+            system.start_workers(1, kinds=(kind,))
+            latencies = []
+            for _ in range(1 + warm_jobs):
+                method, path, payload = system.request(kind)
+                sent = time.time()
+                response = client.request(method, path, json=payload)
+                response.raise_for_status()
+                job_id = str(response.json().get("id") or response.json()["task_id"])
+                finished = system.wait_done([job_id], timeout=120, poll_s=0.002)[job_id][1]
+                latencies.append(1000 * (finished - sent))
+            system.stop_workers()
+            warm = statistics.median(latencies[1:])
+            out[kind] = {
+                "first_ms": round(latencies[0], 1),
+                "warm_p50_ms": round(warm, 1),
+                "ratio": round(latencies[0] / warm, 2),
+            }
+    out["worst_ratio"] = max(out[kind]["ratio"] for kind in ("data", "cmd", "ml"))
     return out
 
 
@@ -250,21 +314,9 @@ def store_writes_ceiling(system: Conveyor, jobs: int) -> dict[str, Any]:
     is committed (durably) before the next step, whatever the broker and Celery cost.
     """
     from conveyor_core.states import JobState
-    from conveyor_core.store import Job
     from conveyor_core.store.worker_ops import WorkerJobStore
-    from sqlalchemy import insert
 
-    ids = [uuid.uuid4() for _ in range(jobs)]
-    now = datetime.now(UTC)
-    with system.engine.begin() as connection:
-        connection.execute(
-            insert(Job),
-            [
-                {"id": job_id, "type": "data.transform", "params": {"rows": [{"value": 1}]}}
-                | {"state": JobState.QUEUED, "created_at": now, "updated_at": now}
-                for job_id in ids
-            ],
-        )
+    ids = _queued_rows(system, jobs)
     store = WorkerJobStore(system.engine)
     started = time.perf_counter()
     for job_id in ids:
@@ -282,10 +334,45 @@ def store_writes_ceiling(system: Conveyor, jobs: int) -> dict[str, Any]:
     return {"jobs": jobs, "seconds": round(seconds, 3), "jobs_per_s": round(jobs / seconds, 1)}
 
 
+def _queued_rows(system: Conveyor, jobs: int) -> list[uuid.UUID]:
+    """Insert `jobs` queued tiny `data.transform` rows, as the gateway would, without messages."""
+    from conveyor_core.states import JobState
+    from conveyor_core.store import Job
+    from sqlalchemy import insert
+
+    ids = [uuid.uuid4() for _ in range(jobs)]
+    now = datetime.now(UTC)
+    with system.engine.begin() as connection:
+        connection.execute(
+            insert(Job),
+            [
+                {"id": job_id, "type": "data.transform", "params": {"rows": [{"value": 1}]}}
+                | {"state": JobState.QUEUED, "created_at": now, "updated_at": now}
+                for job_id in ids
+            ],
+        )
+    return ids
+
+
+def composed_floor(system: Conveyor, jobs: int, logdir: Path) -> dict[str, Any]:
+    """The least a worker with Conveyor's guarantees does per job, composed in one process:
+    the Celery no-op with Conveyor's delivery settings, whose task makes the job's claim
+    and finish writes on the system's database."""
+    ids = _queued_rows(system, jobs)
+    return bare_celery_noop(
+        jobs,
+        logdir,
+        delivery="conveyor",
+        store_url=system.database_url,
+        job_ids=[str(job_id) for job_id in ids],
+    )
+
+
 def drain(system: System, jobs: int, concurrency: int) -> dict[str, Any]:
     """Submit `jobs` mixed small jobs at 16 connections; time until the last one finished."""
     kinds = ("data", "cmd", "ml")
     system.start_workers(concurrency)
+    cpu_before = _cpu_ticks()
     started = time.time()
     submitted = load.submit_many(
         system.base_url,
@@ -296,6 +383,7 @@ def drain(system: System, jobs: int, concurrency: int) -> dict[str, Any]:
     )
     submit_s = max(t for _, t in submitted) - started
     seen = system.wait_done([job_id for job_id, _ in submitted], timeout=900)
+    busy, total = (after - before for after, before in zip(_cpu_ticks(), cpu_before, strict=True))
     system.stop_workers()
     last = max(v[1] for v in seen.values())
     return {
@@ -304,36 +392,61 @@ def drain(system: System, jobs: int, concurrency: int) -> dict[str, Any]:
         "submit_seconds": round(submit_s, 2),
         "seconds": round(last - started, 2),
         "failed": sum(1 for v in seen.values() if not v[2]),
+        # How busy the machine's cores were (all processes, this bench included): near
+        # 100 % at one process per type leaves a second process nothing to scale on.
+        "cpu_busy_pct": round(100 * busy / total, 1) if total else None,
     }
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot, from /proc/stat."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    # user nice system idle iowait irq softirq steal; guest time is inside user already.
+    fields = [int(value) for value in line.split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 # --- measurements without the HTTP side
 
 
-def bare_celery_noop(jobs: int, logdir: Path, delivery: str = "default") -> dict[str, Any]:
+def bare_celery_noop(
+    jobs: int,
+    logdir: Path,
+    delivery: str = "default",
+    *,
+    store_url: str | None = None,
+    job_ids: list[str] | None = None,
+) -> dict[str, Any]:
     """The ceiling for worker overhead: a Celery no-op task, one process, same broker.
 
     `delivery="conveyor"`: with Conveyor's delivery settings (see bench/celery_noop.py).
+    With `store_url`, each task claims and finishes one of the queued `job_ids` there: the
+    composed floor.
     """
     os.environ["BENCH_NOOP_DELIVERY"] = delivery  # read when celery_noop is (re)loaded
     from bench import celery_noop
 
     importlib.reload(celery_noop)
+    run = f"{delivery}-store" if store_url else delivery
     with procs.rabbitmq_vhost("conveyor-bench-noop") as broker_url:
-        result = logdir / f"noop-{delivery}.result"
+        result = logdir / f"noop-{run}.result"
+        result.unlink(missing_ok=True)  # a run before this one in the same folder
         celery_noop.app.conf.broker_url = broker_url
         with celery_noop.app.producer_or_acquire() as producer:
-            for _ in range(jobs):
-                celery_noop.noop.apply_async(producer=producer)
+            messages: list[str | None] = list(job_ids) if job_ids else [None] * jobs
+            for job_id in messages:
+                celery_noop.noop.apply_async(args=(job_id,), producer=producer)
         env = {
             **os.environ,
             "BROKER_URL": broker_url,
             "BENCH_NOOP_COUNT": str(jobs),
             "BENCH_NOOP_RESULT": str(result),
+            **({"BENCH_NOOP_STORE": store_url} if store_url else {}),
         }
         argv = [str(VENV_BIN / "celery"), "-A", "bench.celery_noop", "worker"]
         worker = procs.start(
-            f"noop-worker-{delivery}",
+            f"noop-worker-{run}",
             [*argv, "-Q", "bench.noop", "-c", "1", "--loglevel=warning"],
             env,
             REPO,
@@ -467,6 +580,50 @@ def machine() -> dict[str, Any]:
     return info
 
 
+# --- the systems beside the baseline and Conveyor: its durable Celery peer, two gateways
+
+# Every system, in the order they are measured. `--quick` (the CI smoke run, ~90 s) leaves
+# out the second gateway, a full-run row; the peer's gateway adds ~15 s to it (2026-12-05).
+SYSTEMS = ("baseline", "sqlite", "postgres", PEER, TWO_GATEWAYS)
+QUICK_SYSTEMS = ("baseline", "sqlite", "postgres", PEER)
+GATEWAY_PROCESSES = 2  # of the TWO_GATEWAYS system
+
+
+def measure_peer(system: CeleryDb, plan: Plan) -> dict[str, Any]:
+    """The Celery peer's worker runs: Conveyor's worker overhead and drain, its way."""
+    out: dict[str, Any] = {}
+    if plan.overhead_jobs:
+        log(f"{system.label}: tiny jobs, {plan.overhead_jobs} queued, 1 process")
+        out["overhead"] = peer_tiny_jobs(system, plan.overhead_jobs)
+    out["drain"] = {}
+    for concurrency in plan.drain_concurrency:
+        log(f"{system.label}: drain {plan.drain_jobs} mixed jobs, {concurrency} process(es)/type")
+        out["drain"][str(concurrency)] = drain(system, plan.drain_jobs, concurrency)
+    if system.worker_tasks:
+        out["worker_tasks"] = system.worker_tasks
+        out["stored_results"] = system.stored_results()  # celery_taskmeta rows by state
+    system.stop()
+    return out
+
+
+def peer_tiny_jobs(system: CeleryDb, jobs: int) -> dict[str, Any]:
+    """Queue `jobs` tiny transform jobs, then let one worker with one process drain them;
+    the first start and the last finish come from the probe (tasks/probe.py)."""
+    submitted = load.submit_many(
+        system.base_url, jobs, lambda _: system.request("tiny"), headers=system.headers
+    )
+    system.start_workers(1, kinds=("data",))
+    seen = system.wait_done([job_id for job_id, _ in submitted], timeout=300)
+    system.stop_workers()
+    first = min(v[0] for v in seen.values())
+    last = max(v[1] for v in seen.values())
+    return {
+        "jobs": jobs,
+        "seconds": round(last - first, 3),
+        "jobs_per_s": round(jobs / (last - first), 1),
+    }
+
+
 def _open_system(name: str, workdir: Path, cleanup: contextlib.ExitStack) -> System:
     """A system on its own vhost (and PostgreSQL database), removed with `cleanup`."""
     broker_url = cleanup.enter_context(procs.rabbitmq_vhost(f"conveyor-bench-{name}"))
@@ -475,6 +632,11 @@ def _open_system(name: str, workdir: Path, cleanup: contextlib.ExitStack) -> Sys
     system: System
     if name == "baseline":
         system = Baseline(broker_url, logdir)
+    elif name == PEER:
+        system = CeleryDb(broker_url, logdir, cleanup.enter_context(procs.postgres_database()))
+    elif name == TWO_GATEWAYS:
+        database_url = cleanup.enter_context(procs.postgres_database())
+        system = ConveyorGateways(broker_url, logdir, database_url, GATEWAY_PROCESSES)
     else:
         database_url = (
             cleanup.enter_context(procs.postgres_database())
@@ -494,7 +656,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the under-2-minute CI variant")
     parser.add_argument(
         "--only",
-        choices=["baseline", "sqlite", "postgres"],
+        choices=SYSTEMS,
         action="append",
         help="measure only these systems (repeatable; default all)",
     )
@@ -514,6 +676,8 @@ def main() -> int:
         return 0
     plan = QUICK if args.quick else FULL
     load.require_wrk()
+    if plan.fixed_rate:
+        load.require_hey()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cleanup below runs
 
     started = datetime.now(UTC)
@@ -526,12 +690,21 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     ok = False
     try:
-        wanted = args.only or ["baseline", "sqlite", "postgres"]
+        wanted = args.only or (QUICK_SYSTEMS if args.quick else SYSTEMS)
         with contextlib.ExitStack() as cleanup:
             systems = {name: _open_system(name, workdir, cleanup) for name in wanted}
             http = measure_http(systems, plan)
             for name, system in systems.items():
-                results["systems"][name] = {**http[name], **measure_workers(system, plan)}
+                if isinstance(system, ConveyorGateways):  # a row of the HTTP rounds only:
+                    system.stop()  # not left idling beside the others' worker runs
+                    results["systems"][name] = http[name]
+            for name, system in systems.items():
+                if isinstance(system, ConveyorGateways):
+                    continue
+                if isinstance(system, CeleryDb):
+                    results["systems"][name] = {**http[name], **measure_peer(system, plan)}
+                else:
+                    results["systems"][name] = {**http[name], **measure_workers(system, plan)}
         if plan.noop_jobs:
             log(f"bare Celery no-op, {plan.noop_jobs} tasks, 1 process")
             results["noop"] = bare_celery_noop(plan.noop_jobs, workdir)

@@ -1,4 +1,5 @@
-"""The two systems under test, behind one small interface: the blog pattern and Conveyor.
+"""The systems under test, behind one small interface: the blog pattern, its durable Celery
+peer, and Conveyor (also with two gateway processes).
 
 Each runs as a user would run it (uvicorn / celery / the console scripts), on its own
 RabbitMQ vhost, with its processes in their own sessions so they are stopped as a group.
@@ -10,16 +11,37 @@ import contextlib
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from bench import procs
 from bench.procs import REPO, VENV_BIN, Proc
 
 SAMPLE = [{"value": 10}, {"value": 20}, {"value": 30}]
 KINDS = ("data", "cmd", "ml")
+# Results keys (and `--only` names) of the systems beside "baseline", "sqlite", "postgres".
+PEER = "celery-db"
+TWO_GATEWAYS = "postgres-2gw"
+BASELINE_TASKS = (
+    "tasks.commands.execute_command",
+    "tasks.data.transform_data",
+    "tasks.ml.train_model",
+)
+
+
+def registered_tasks(worker_log: str) -> list[str]:
+    """The task names a Celery worker listed under `[tasks]` at start-up (`--loglevel=info`)."""
+    lines = worker_log.split("[tasks]", 1)[1].splitlines()[1:]
+    tasks = []
+    for line in lines:
+        if not line.strip().startswith("."):
+            break
+        tasks.append(line.strip().lstrip(". "))
+    return [t for t in tasks if not t.startswith("celery.")]
 
 
 def _wait_http(proc: Proc, url: str, timeout: float = 60) -> None:
@@ -60,6 +82,10 @@ class System:
     def gateway_pid(self) -> int:
         assert self.gateway is not None
         return self.gateway.pid
+
+    def gateway_rss_mb(self) -> float:
+        """The gateway's resident set size: its process and any children (uvicorn --workers)."""
+        return sum(procs.rss_mb(pid) for pid in procs.tree(self.gateway_pid))
 
     def stop_workers(self) -> None:
         for worker in self.workers.values():
@@ -157,13 +183,7 @@ class Baseline(System):
             proc.wait_for_log("ready.", timeout=60)
         finally:
             proc.stop()
-        lines = proc.log().split("[tasks]", 1)[1].splitlines()[1:]
-        tasks = []
-        for line in lines:
-            if not line.strip().startswith("."):
-                break
-            tasks.append(line.strip().lstrip(". "))
-        return [t for t in tasks if not t.startswith("celery.")]
+        return registered_tasks(proc.log())
 
     def start_workers(self, concurrency: int, kinds: tuple[str, ...] = KINDS) -> None:
         # One worker for every task, as in the pattern; `concurrency` pool processes.
@@ -218,6 +238,68 @@ class Baseline(System):
             for i in ids
             if i in self._starts
         }
+
+
+class CeleryDb(Baseline):
+    """The peer a Celery user would pick for durable results: the baseline's app and tasks
+    with Celery's SQLAlchemy result backend on PostgreSQL, STARTED recorded, acks late and
+    prefetch 1 (switched by environment variables in tasks/__init__.py)."""
+
+    label = "Celery + DB results"
+
+    def __init__(self, broker_url: str, logdir: Path, database_url: str) -> None:
+        super().__init__(broker_url, logdir)
+        self.database_url = database_url
+        self.env["BASELINE_RESULT_BACKEND"] = f"db+{database_url}"  # postgresql+psycopg://
+        self.env["BASELINE_DURABLE"] = "1"
+        self.worker_tasks: list[str] = []
+
+    def start_gateway(self) -> None:
+        super().start_gateway()
+        # Celery creates its result tables on their first use: from one request here, not
+        # from the first round's 32 threads at once.
+        answer = httpx.get(f"{self.base_url}{self.status_path(str(uuid.uuid4()))}", timeout=30)
+        answer.raise_for_status()
+
+    def start_workers(self, concurrency: int, kinds: tuple[str, ...] = KINDS) -> None:
+        # One worker per job type, as Conveyor runs them (the same number of processes), all
+        # consuming the app's one queue.
+        for kind in kinds:
+            self.workers[kind] = procs.start(
+                self._name(f"celery-db-worker-{kind}"),
+                [
+                    str(VENV_BIN / "celery"),
+                    "-A",
+                    "tasks",
+                    "worker",
+                    "--loglevel=info",
+                    f"--concurrency={concurrency}",
+                    f"--include={self.include}",
+                    f"--hostname={kind}@%h",
+                ],
+                self.env,
+                self.cwd,
+                self.logdir,
+            )
+        for worker in self.workers.values():
+            worker.wait_for_log("ready.", timeout=90)
+            self.worker_tasks = registered_tasks(worker.log())
+            if not set(BASELINE_TASKS) <= set(self.worker_tasks):
+                raise RuntimeError(f"{worker.name} registered only {self.worker_tasks}")
+
+    def request(self, kind: str) -> tuple[str, str, Any]:
+        if kind == "tiny":  # the same one-row job as Conveyor's tiny one
+            return ("POST", "/transform", [{"value": 1}])
+        return super().request(kind)
+
+    def stored_results(self) -> dict[str, int]:
+        """Rows in Celery's result table (celery_taskmeta) by state: the results were stored."""
+        dsn = self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(dsn) as connection:
+            rows = connection.execute(
+                "SELECT status, count(*) FROM celery_taskmeta GROUP BY status"
+            ).fetchall()
+        return {str(status): int(count) for status, count in rows}
 
 
 class Conveyor(System):
@@ -337,3 +419,41 @@ class Conveyor(System):
     def stop(self) -> None:
         super().stop()
         self.engine.dispose()
+
+
+class ConveyorGateways(Conveyor):
+    """Conveyor on PostgreSQL with `processes` gateway processes behind one port: uvicorn's
+    `--workers`, each process running `create_app()` with the same environment."""
+
+    def __init__(self, broker_url: str, logdir: Path, database_url: str, processes: int) -> None:
+        label = f"Conveyor (PostgreSQL, {processes} gateway processes)"
+        super().__init__(broker_url, logdir, database_url, label)
+        self.processes = processes
+
+    def start_gateway(self) -> None:
+        self.create_api_key()  # also migrates the database, before the processes start
+        self.gateway = procs.start(
+            f"{self.label}-api",
+            [
+                str(VENV_BIN / "uvicorn"),
+                "--factory",
+                "conveyor_api.main:create_app",
+                f"--workers={self.processes}",
+                "--host=127.0.0.1",
+                f"--port={self.port}",
+                "--log-level=info",
+                "--no-access-log",  # as `conveyor-api serve` by default
+                "--timeout-graceful-shutdown=20",
+            ],
+            self.env,
+            self.logdir,
+            self.logdir,
+        )
+        # /readyz answers from whichever process is up first: wait for every one.
+        deadline = time.monotonic() + 60
+        while self.gateway.log().count("Application startup complete.") < self.processes:
+            self.gateway.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.label}: not started in 60s:\n{self.gateway.log()}")
+            time.sleep(0.2)
+        _wait_http(self.gateway, f"{self.base_url}/readyz")

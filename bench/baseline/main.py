@@ -2,7 +2,8 @@
 baseline. Not part of the product: it exists to be measured and beaten.
 
 Sync FastAPI endpoints (so each request takes a threadpool thread) that call Celery's
-`.delay()` and read results through the `rpc://` backend.
+`.delay()` and read results through the `rpc://` backend (the bench's peer, "Celery + DB
+results": through the SQLAlchemy backend that `BASELINE_RESULT_BACKEND` names, see tasks/).
 
     uvicorn main:app            # the API
     celery -A tasks worker      # the documented worker command: registers no task (see tasks/)

@@ -4,6 +4,12 @@ The task modules sit next to this file and nothing imports them here, exactly as
 pattern this reproduces: `celery -A tasks worker` (its documented start command) loads this
 package, finds `app`, and registers none of the three tasks. The bench notes that and starts
 the measured worker with `--include tasks.ml,tasks.commands,tasks.data` so it runs at all.
+
+The bench's second Celery system, the peer a Celery user would pick for durable results,
+is this same app switched by two variables (absent: the pattern exactly as above):
+`BASELINE_RESULT_BACKEND` (`db+postgresql+psycopg://...`: Celery's SQLAlchemy result
+backend) and `BASELINE_DURABLE=1` (STARTED recorded, acknowledged after the task, one
+unacknowledged message per pool process).
 """
 
 import os
@@ -14,5 +20,7 @@ from celery import Celery
 app = Celery(
     "tasks",
     broker=os.environ.get("BROKER_URL", "amqp://guest:guest@localhost:5672//"),
-    backend="rpc://",
+    backend=os.environ.get("BASELINE_RESULT_BACKEND", "rpc://"),
 )
+if os.environ.get("BASELINE_DURABLE") == "1":
+    app.conf.update(task_track_started=True, task_acks_late=True, worker_prefetch_multiplier=1)
