@@ -8,6 +8,8 @@ and styles from this origin only, no inline code, no requests elsewhere).
 
 from __future__ import annotations
 
+import string
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Response, status
@@ -54,19 +56,32 @@ def _file(name: str, media_type: str) -> FileResponse:
     return FileResponse(CONSOLE_DIR / name, media_type=media_type, headers=SECURITY_HEADERS)
 
 
-# Where each page takes the API key's status and form, which every page shares.
-KEY_PANEL_MARKER = "  <!-- key-panel.html -->\n"
+@dataclass(frozen=True)
+class Page:
+    title: str
+    script: str
+    in_nav: bool = False  # the page the nav's "Jobs" link is (aria-current)
 
 
-def _page(name: str) -> bytes:
-    """A page with the shared key panel put in, once at import (no templating per request)."""
-    text = (CONSOLE_DIR / name).read_text()
-    if text.count(KEY_PANEL_MARKER) != 1:
-        raise RuntimeError(f"console/{name} must hold the key panel's marker once")
-    return text.replace(KEY_PANEL_MARKER, (CONSOLE_DIR / "key-panel.html").read_text()).encode()
+CONSOLE_PAGES = {
+    "index.html": Page("Jobs", "list.js", in_nav=True),
+    "job.html": Page("Job", "job.js"),
+}
 
 
-PAGES = {name: _page(name) for name in ("index.html", "job.html")}
+def _page(name: str, page: Page) -> bytes:
+    """A page's <main> in the layout every page shares (head, header, the API key's status
+    and form): put together once at import, no templating per request."""
+    layout = string.Template((CONSOLE_DIR / "layout.html").read_text())
+    return layout.substitute(
+        title=page.title,
+        script=page.script,
+        current=' aria-current="page"' if page.in_nav else "",
+        main=(CONSOLE_DIR / name).read_text(),
+    ).encode()
+
+
+PAGES = {name: _page(name, page) for name, page in CONSOLE_PAGES.items()}
 
 
 def _html(name: str) -> Response:
