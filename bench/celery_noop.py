@@ -49,7 +49,7 @@ def _job_store() -> Any:
     return _store[os.getpid()]
 
 
-@app.task(name="bench.noop")
+@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop(job_id: str | None = None) -> None:
     if job_id is None:
         return
@@ -68,13 +68,13 @@ def noop(job_id: str | None = None) -> None:
     )
 
 
-@signals.task_prerun.connect
+@signals.task_prerun.connect  # type: ignore[untyped-decorator]
 def _started(**_: Any) -> None:
     if not _seen["first"]:
         _seen["first"] = time.time()
 
 
-@signals.task_postrun.connect
+@signals.task_postrun.connect  # type: ignore[untyped-decorator]
 def _finished(**_: Any) -> None:
     _seen["count"] += 1
     if _seen["count"] == int(os.environ["BENCH_NOOP_COUNT"]):

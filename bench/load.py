@@ -56,6 +56,23 @@ class HttpRun:
         return asdict(self)
 
 
+def _run_load(argv: list[str], seconds: float, server_pid: int) -> tuple[str, float, float, float]:
+    """Run a load generator to its end: its output, the wall time, and the CPU seconds the
+    server's processes and the generator itself used meanwhile."""
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = procs.tree_cpu_seconds(server_pid)
+    started = time.monotonic()
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    wall = time.monotonic() - started
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loadgen_cpu = (after_children.ru_utime - before_children.ru_utime) + (
+        after_children.ru_stime - before_children.ru_stime
+    )
+    return out, wall, procs.tree_cpu_seconds(server_pid) - server_before, loadgen_cpu
+
+
 def require_wrk() -> str:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -85,35 +102,12 @@ def wrk(
                 ),
             )
         )
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = procs.tree_cpu_seconds(server_pid)
-    started = time.monotonic()
     try:
-        out = subprocess.run(
-            [
-                require_wrk(),
-                "-t1",
-                f"-c{connections}",
-                f"-d{max(1, round(seconds))}s",
-                "--timeout",
-                "5s",
-                "-s",
-                script.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            check=True,
-        ).stdout
+        argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+        run = _run_load([*argv, "--timeout", "5s", "-s", script.name, url], seconds, server_pid)
     finally:
         Path(script.name).unlink()
-    wall = time.monotonic() - started
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = procs.tree_cpu_seconds(server_pid) - server_before
-    loadgen_cpu = (after_children.ru_utime - before_children.ru_utime) + (
-        after_children.ru_stime - before_children.ru_stime
-    )
+    out, wall, server_cpu, loadgen_cpu = run
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     raw = json.loads(line.removeprefix("BENCH "))
     duration = raw["duration_us"] / 1e6
@@ -164,18 +158,7 @@ def hey(
         argv += ["-H", f"{name}: {value}"]
     if body is not None:
         argv += ["-d", body]
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = procs.tree_cpu_seconds(server_pid)
-    started = time.monotonic()
-    out = subprocess.run(
-        [*argv, url], capture_output=True, text=True, timeout=seconds + 30, check=True
-    ).stdout
-    wall = time.monotonic() - started
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = procs.tree_cpu_seconds(server_pid) - server_before
-    loadgen_cpu = (after_children.ru_utime - before_children.ru_utime) + (
-        after_children.ru_stime - before_children.ru_stime
-    )
+    out, wall, server_cpu, loadgen_cpu = _run_load([*argv, url], seconds, server_pid)
     # response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset
     rows = [line.split(",") for line in out.splitlines()[1:] if line.count(",") >= 7]
     latencies = sorted(1000 * float(row[0]) for row in rows)

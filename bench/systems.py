@@ -185,19 +185,17 @@ class Baseline(System):
             proc.stop()
         return registered_tasks(proc.log())
 
+    def worker_argv(self, concurrency: int, *extra: str) -> list[str]:
+        """A worker that registers the tasks (`--include`), with `concurrency` processes."""
+        celery = str(VENV_BIN / "celery")
+        argv = [celery, "-A", "tasks", "worker", "--loglevel=info", f"--include={self.include}"]
+        return [*argv, f"--concurrency={concurrency}", *extra]
+
     def start_workers(self, concurrency: int, kinds: tuple[str, ...] = KINDS) -> None:
         # One worker for every task, as in the pattern; `concurrency` pool processes.
         proc = procs.start(
             self._name("baseline-worker"),
-            [
-                str(VENV_BIN / "celery"),
-                "-A",
-                "tasks",
-                "worker",
-                "--loglevel=info",
-                f"--concurrency={concurrency}",
-                f"--include={self.include}",
-            ],
+            self.worker_argv(concurrency),
             self.env,
             self.cwd,
             self.logdir,
@@ -267,16 +265,7 @@ class CeleryDb(Baseline):
         for kind in kinds:
             self.workers[kind] = procs.start(
                 self._name(f"celery-db-worker-{kind}"),
-                [
-                    str(VENV_BIN / "celery"),
-                    "-A",
-                    "tasks",
-                    "worker",
-                    "--loglevel=info",
-                    f"--concurrency={concurrency}",
-                    f"--include={self.include}",
-                    f"--hostname={kind}@%h",
-                ],
+                self.worker_argv(concurrency, f"--hostname={kind}@%h"),
                 self.env,
                 self.cwd,
                 self.logdir,
