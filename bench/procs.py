@@ -1,69 +1,32 @@
-"""Processes, per-run RabbitMQ vhosts and PostgreSQL databases, and /proc readings.
-
-The same ideas as tests/support/stack.py (real console scripts, one vhost and one
-database per run, everything removed afterwards), kept here so the bench does not
-depend on test code.
-"""
+"""The bench's side of conveyor_harness (the same processes, vhosts and databases as the
+tests, without test code), AMQP purges, and /proc readings."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
+import conveyor_harness
 from amqp.exceptions import NotFound
+from conveyor_harness import Proc, free_port, rabbitmqctl
 from kombu.connection import Connection
+
+__all__ = ["Proc", "free_port", "rabbitmqctl"]  # used by the bench through this module
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_DSN = os.environ.get(
-    "BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_ADMIN_DSN = os.environ.get("BENCH_POSTGRES_DSN", conveyor_harness.POSTGRES_ADMIN_DSN)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rabbitmqctl(*args: str, attempts: int = 3) -> str:
-    """Run rabbitmqctl; retried, since the CLI's own Erlang node now and then fails to start
-    while other sessions run theirs (a whole full run was lost to one such failure)."""
-    for attempt in range(1, attempts + 1):
-        result = subprocess.run(
-            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120
-        )
-        if result.returncode == 0 or attempt == attempts:
-            break
-        time.sleep(2 * attempt)
-    if result.returncode != 0:
-        raise subprocess.CalledProcessError(
-            result.returncode, result.args, result.stdout, result.stderr
-        )
-    return result.stdout
 
 
 @contextlib.contextmanager
 def rabbitmq_vhost(prefix: str) -> Iterator[str]:
     """A fresh vhost; yields its AMQP URL and deletes it (and every queue in it) afterwards."""
-    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    with conveyor_harness.rabbitmq_vhost(prefix) as vhost:
+        yield vhost.url
 
 
 def purge_queues(broker_url: str, queues: list[str]) -> None:
@@ -82,65 +45,15 @@ def purge_queues(broker_url: str, queues: list[str]) -> None:
             channel.close()
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    name = f"conveyor_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.popen.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()}")
-
-    def wait_for_log(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.log():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} never logged {needle!r}:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = 20) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self.popen.wait(timeout=5)
+def postgres_database() -> contextlib.AbstractContextManager[str]:
+    """A fresh database on BENCH_POSTGRES_DSN's server; yields its SQLAlchemy URL."""
+    return conveyor_harness.postgres_database("conveyor_bench_", POSTGRES_ADMIN_DSN)
 
 
 def start(name: str, argv: list[str], env: dict[str, str], cwd: Path, logdir: Path) -> Proc:
-    log_path = logdir / f"{name}.log"
-    popen = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Proc(name, popen, log_path)
+    """Start a process; its log is appended to, so a name used twice keeps both runs' output
+    (a failed run's logs are kept for reading)."""
+    return conveyor_harness.start(name, argv, env, cwd, logdir, append=True)
 
 
 # --- /proc readings

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from chart_support import REPO, in_ci, which
 from conveyor_core.jobs import JOB_TYPES
+from support.packaging import uv_executable
 
 DOCKERFILE = REPO / "services" / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
@@ -85,6 +86,19 @@ def test_each_image_installs_its_package_and_enters_through_its_console_script(s
     assert not _instruction(final, "CMD")  # the gateway serves without arguments
     # the same script the local stack runs from the workspace venv
     assert (REPO / ".venv" / "bin" / script).exists()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_image_needs_only_the_workspace_packages_it_copies(service):
+    # The build copies libs/conveyor-core and the service alone: no other workspace
+    # package (conveyor-client, the tests' and bench's conveyor-harness) may be a dependency.
+    command = [uv_executable(), "export", "--frozen", "--package", f"conveyor-{service}"]
+    command += ["--no-dev", "--no-hashes", "--quiet"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    members = {line for line in result.stdout.splitlines() if line.startswith("-e ")}
+    assert members == {"-e ./libs/conveyor-core", f"-e ./services/{service}"}
+    copied = _instruction(_stages(DOCKERFILE)[0], "COPY")
+    assert "libs/conveyor-core/ libs/conveyor-core/" in copied
 
 
 def test_the_image_is_slim_non_root_and_compiler_free():

@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,8 +38,10 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import conveyor_harness
 import httpx
 import yaml
+from conveyor_harness import Proc, check_alive, free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -51,12 +52,6 @@ KEDA_NS = "keda"
 # resolved by name (no kube-proxy needed), so this one points at loopback.
 ADAPTER_SERVICE = "keda-metrics-apiserver"
 PORTS = ("etcd", "etcd-peer", "apiserver", "keda-grpc", "keda-metrics", "keda-probe", "adapter")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def cache_dir() -> Path:
@@ -148,19 +143,6 @@ def make_pki(pki: Path) -> None:
         shutil.copy(pki / src, keda / dst)
 
 
-# --- processes ------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @dataclass
 class ControlPlane:
     """Handles of a running control plane; build with `control_plane()`."""
@@ -244,30 +226,12 @@ class ControlPlane:
 
     def stop(self) -> None:
         """SIGTERM every process group (newest first), then SIGKILL what lingers."""
-        for proc in reversed(self.procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.process.pid, signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.process.pid, signal.SIGKILL)
-                proc.process.wait(timeout=5)
+        conveyor_harness.stop_all(reversed(self.procs), timeout=15)
         self.procs.clear()
 
     def _spawn(self, name: str, argv: list[str], **env: str) -> Proc:
-        log_path = self.workdir / f"{name}.log"
-        process = subprocess.Popen(
-            argv,
-            cwd=self.workdir,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop() kills it whole
-        )
-        proc = Proc(name, process, log_path)
+        # Own process group: stop() kills it whole.
+        proc = conveyor_harness.start(name, argv, {**os.environ, **env}, self.workdir, self.workdir)
         self.procs.append(proc)
         return proc
 
@@ -278,12 +242,7 @@ class ControlPlane:
             with contextlib.suppress(httpx.HTTPError, subprocess.CalledProcessError, OSError):
                 if check():
                     return
-            for proc in self.procs:
-                if proc.process.poll() is not None:
-                    raise RuntimeError(
-                        f"{proc.name} exited ({proc.process.returncode}) waiting for {what}:\n"
-                        + proc.log()[-4000:]
-                    )
+            check_alive(self.procs, what)
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {p.name}\n{p.log()[-2000:]}" for p in self.procs)
                 raise RuntimeError(f"timed out after {timeout}s waiting for {what}\n{logs}")

@@ -2,7 +2,8 @@
 
 Everything runs as it would for a user: the console scripts, real RabbitMQ, real
 PostgreSQL or SQLite, real HTTP. Each stack gets its own vhost and database, so tests
-never see each other's queues or rows.
+never see each other's queues or rows. Those and the process handles come from
+conveyor_harness (libs/conveyor-harness), which the bench uses too.
 """
 
 from __future__ import annotations
@@ -10,50 +11,31 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import conveyor_harness
 import httpx
-import psycopg
 from conveyor_core.jobs import JOB_TYPES
+from conveyor_harness import RABBITMQ_HOST, amqp_url, check_alive, free_port, rabbitmqctl
+from conveyor_harness import Proc as Service
+
+# Tests import these from here.
+__all__ = ["RABBITMQ_HOST", "Service", "free_port", "rabbitmqctl"]
 
 VENV_BIN = Path(sys.executable).parent
-RABBITMQ_HOST = "127.0.0.1"
-POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 WORKERS = tuple(job.worker for job in JOB_TYPES.values())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120, check=True
-    )
-    return result.stdout
 
 
 @contextlib.contextmanager
 def rabbitmq_vhost() -> Iterator[str]:
-    """A fresh vhost for one stack; yields its AMQP URL and deletes it afterwards."""
-    vhost = f"conveyor-test-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    try:
-        yield vhost
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    """A fresh vhost for one stack; yields its name and deletes it afterwards."""
+    with conveyor_harness.rabbitmq_vhost("conveyor-test") as vhost:
+        yield vhost.name
 
 
 def list_queues(vhost: str) -> dict[str, dict[str, str]]:
@@ -84,27 +66,9 @@ def wait_until_drained(vhost: str, timeout: float = 15) -> dict[str, dict[str, s
     return queues
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
+def postgres_database() -> contextlib.AbstractContextManager[str]:
     """A fresh PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards."""
-    name = f"conveyor_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    return conveyor_harness.postgres_database("conveyor_test_")
 
 
 @dataclass
@@ -127,17 +91,8 @@ class Stack:
         return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
     def start_service(self, name: str, argv: list[str], **extra_env: str) -> Service:
-        log_path = self.workdir / f"{name}.log"
         env = {**self.env, **extra_env}
-        process = subprocess.Popen(
-            argv,
-            cwd=self.workdir,
-            env=env,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        service = Service(name, process, log_path)
+        service = conveyor_harness.start(name, argv, env, self.workdir, self.workdir)
         self.services[name] = service
         return service
 
@@ -162,7 +117,7 @@ class Stack:
                 ready = httpx.get(f"{self.base_url}/readyz", timeout=2)
                 if ready.status_code == 200 and ready.json()["status"] == "ok":
                     break  # the job store answers and RabbitMQ is connected
-            self._fail_if_exited()
+            check_alive(self.services.values())
             time.sleep(0.2)
         else:
             raise RuntimeError(f"gateway not ready in {timeout}s:\n{self.services['api'].log()}")
@@ -171,31 +126,11 @@ class Stack:
                 self.wait_for_log(kind, "ready.", timeout=deadline - time.monotonic())
 
     def wait_for_log(self, name: str, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + max(timeout, 1)
-        while needle not in self.services[name].log():
-            self._fail_if_exited()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} never logged {needle!r}:\n{self.services[name].log()}")
-            time.sleep(0.2)
-
-    def _fail_if_exited(self) -> None:
-        for service in self.services.values():
-            if service.process.poll() is not None:
-                raise RuntimeError(
-                    f"{service.name} exited with {service.process.returncode}:\n{service.log()}"
-                )
+        """Wait for `needle` in a service's log; fail early if any service exits."""
+        self.services[name].wait_for_log(needle, max(timeout, 1), self.services.values())
 
     def stop(self) -> None:
-        for service in self.services.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(service.process.pid, signal.SIGTERM)
-        for service in self.services.values():
-            try:
-                service.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(service.process.pid, signal.SIGKILL)
-                service.process.wait(timeout=5)
+        conveyor_harness.stop_all(self.services.values())
 
     # --- helpers for tests
     def submit(
@@ -226,7 +161,7 @@ def base_env(workdir: Path, vhost: str, database_url: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
     env.update(
         {
-            "CONVEYOR_BROKER_URL": f"amqp://guest:guest@{RABBITMQ_HOST}:5672/{vhost}",
+            "CONVEYOR_BROKER_URL": amqp_url(vhost),
             "CONVEYOR_DATABASE_URL": database_url,
             "CONVEYOR_ARTIFACT_URL": str(workdir / "artifacts"),
             "CONVEYOR_HEARTBEAT_INTERVAL_S": "0.3",
