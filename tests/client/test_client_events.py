@@ -24,7 +24,7 @@ from conveyor_client import (
     ProgressEvent,
     StateEvent,
 )
-from conveyor_client.events import MalformedEvent, StreamPosition
+from conveyor_client.job_stream import MalformedEvent, StreamPosition
 
 JOB_ID = "5f0c4c38-3c1e-4d59-9a43-0e4b4b0f5a11"
 URL = "http://conveyor.test"

@@ -10,11 +10,10 @@ from typing import TypeVar
 from conveyor_api.batching import BackgroundMarks
 from conveyor_api.maintenance import Maintenance
 from conveyor_api.publisher import JobPublisher
+from conveyor_api.unit_of_work import open_work_runner
 from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
-from conveyor_core.store.engine import make_async_engine
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 T = TypeVar("T")
 
@@ -27,14 +26,14 @@ def run_maintenance(
     """`step(maintenance)` for a maintenance of `settings.database_url`; its result."""
 
     async def run() -> T:
-        engine = make_async_engine(settings.database_url.get_secret_value())
+        runner = open_work_runner(settings.database_url.get_secret_value())
         publisher = JobPublisher("amqp://unused", list(JOB_TYPES.values()), 1.0)
 
         async def unused(_: list[uuid.UUID]) -> None:
             raise AssertionError("this maintenance step writes no dispatch marks")
 
         maintenance = Maintenance(
-            async_sessionmaker(engine),
+            runner,
             publisher,
             BackgroundMarks(unused),
             artifacts or ArtifactStore(settings.artifact_root),
@@ -43,6 +42,6 @@ def run_maintenance(
         try:
             return await step(maintenance)
         finally:
-            await engine.dispose()
+            await runner.close()
 
     return asyncio.run(run())

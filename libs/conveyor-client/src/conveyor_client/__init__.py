@@ -40,7 +40,7 @@ from conveyor_client.errors import (
     Unavailable,
     ValidationFailed,
 )
-from conveyor_client.events import JobEvent
+from conveyor_client.job_stream import JobEvent
 
 __all__ = [
     "ApiError",

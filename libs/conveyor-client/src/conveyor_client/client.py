@@ -45,7 +45,7 @@ from conveyor_client.errors import (
     Unavailable,
     error_from_response,
 )
-from conveyor_client.events import JobEvent, StreamPosition
+from conveyor_client.job_stream import JobEvent, StreamPosition
 
 Answer = TypeVar("Answer")
 Transport = TypeVar("Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)

@@ -11,7 +11,7 @@ number, usable as `Last-Event-ID`), `event: <kind>` and `data: <one line of JSON
 
 The stream ends after the event that carries a final state. Events are durable rows
 (`job_events`), numbered per job in the same write that changes the job, so a resumed
-stream has neither gaps nor duplicates. docs/events.md has the whole contract.
+stream has neither gaps nor duplicates. docs/event-stream.md has the whole contract.
 """
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from conveyor_core.store import ApiKey
+from conveyor_core.store import gateway_ops
 from fastapi import Depends, HTTPException, status
 from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPBearer
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from conveyor_api.unit_of_work import WorkRunner
 
 KEY_PREFIX = "cnv_"
 
@@ -50,8 +50,8 @@ ANONYMOUS = Principal(owner="", name="anonymous", admin=True)
 class KeyVerifier:
     """Checks bearer secrets against the job store, remembering answers for a short TTL."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
-        self.sessions = sessions
+    def __init__(self, runner: WorkRunner, ttl_s: float) -> None:
+        self.runner = runner
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
@@ -61,11 +61,10 @@ class KeyVerifier:
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.ttl_s:
             return cached[1]
-        async with self.sessions() as session:
-            key = await session.scalar(
-                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-            )
-        principal = Principal(owner=str(key.id), name=key.name, admin=key.admin) if key else None
+        key = await self.runner.read(gateway_ops.active_key(digest))
+        principal = (
+            None if key is None else Principal(owner=str(key.id), name=key.name, admin=key.admin)
+        )
         if len(self._cache) > 10_000:  # bounded: unknown secrets must not grow it forever
             self._cache.clear()
         self._cache[digest] = (now, principal)

@@ -12,6 +12,10 @@ Events are rows (`job_events`); the hub only says "look again". One hub per proc
 On both, every CONVEYOR_EVENTS_KEEPALIVE_S one query finds the streams' jobs that are
 final, so a stream ends even when its job finished without a final event (a worker of an
 older release during an upgrade).
+
+The queries run on the gateway's unit-of-work runner like every other; the `LISTEN`
+connection is the one the hub opens itself: it is held for the life of the process and
+receives notifications between statements, which a pooled unit of work never does.
 """
 
 from __future__ import annotations
@@ -27,13 +31,11 @@ from dataclasses import dataclass, field
 import psycopg
 from conveyor_core.event_contract import NOTIFY_CHANNEL
 from conveyor_core.settings import Settings
-from conveyor_core.states import FINAL_STATES
-from conveyor_core.store import Job, JobEvent
-from sqlalchemy import func, select
+from conveyor_core.store import gateway_ops
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conveyor_api.metrics import EVENT_STREAMS_OPEN
+from conveyor_api.unit_of_work import WorkRunner
 
 log = logging.getLogger("conveyor.api.events")
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
@@ -74,10 +76,8 @@ class StreamSlot:
 
 
 class EventHub:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], settings: Settings, database_url: str
-    ) -> None:
-        self.sessions = sessions
+    def __init__(self, runner: WorkRunner, settings: Settings, database_url: str) -> None:
+        self.runner = runner
         self.settings = settings
         self.database_url = make_url(database_url)
         self.open_streams = 0
@@ -163,21 +163,14 @@ class EventHub:
                 cursor = None  # idle: no query at all
                 continue
             try:
-                async with self.sessions() as session:
-                    if cursor is None:
-                        cursor = await session.scalar(select(func.max(JobEvent.id))) or 0
-                        self.wake_all()  # events stored before the cursor existed
-                        continue
-                    changed = (
-                        await session.execute(
-                            select(JobEvent.job_id, func.max(JobEvent.id))
-                            .where(JobEvent.id > cursor)
-                            .group_by(JobEvent.job_id)
-                        )
-                    ).all()
-                for job_id, last_id in changed:
-                    cursor = max(cursor, last_id)
-                    self.wake(job_id)
+                if cursor is None:
+                    cursor = await self.runner.read(gateway_ops.last_event_id)
+                    self.wake_all()  # events stored before the cursor existed
+                    continue
+                changed = await self.runner.read(gateway_ops.jobs_with_events_after(cursor))
+                for job in changed:
+                    cursor = max(cursor, job.last_id)
+                    self.wake(job.job_id)
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self.settings.events_keepalive_s
                     await self._reconcile()
@@ -186,16 +179,11 @@ class EventHub:
 
     async def _reconcile(self) -> None:
         """Wake, to check, the streams whose job is final."""
-        final_states = [state.value for state in FINAL_STATES]
         try:
             job_ids = list(self._subscriptions)
             for start in range(0, len(job_ids), RECONCILE_CHUNK):
                 chunk = job_ids[start : start + RECONCILE_CHUNK]
-                async with self.sessions() as session:
-                    final = await session.scalars(
-                        select(Job.id).where(Job.id.in_(chunk), Job.state.in_(final_states))
-                    )
-                    for job_id in final:
-                        self.wake(job_id, check_final=True)
+                for job_id in await self.runner.read(gateway_ops.final_among(chunk)):
+                    self.wake(job_id, check_final=True)
         except Exception:
             log.warning("event streams' final-state check failed", exc_info=True)

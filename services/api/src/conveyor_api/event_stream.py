@@ -19,14 +19,13 @@ from typing import Any
 import anyio
 from conveyor_core.event_contract import EventKind, OutputEvent, ProgressEvent, StateEvent
 from conveyor_core.states import JobState
-from conveyor_core.store import Job, JobEvent
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from conveyor_core.store import gateway_ops
+from conveyor_core.store.gateway_ops import EventRow, JobRow
 from sse_starlette import ServerSentEvent
 
 from conveyor_api.event_hub import EventHub, Subscription
 from conveyor_api.schemas import JobView
-from conveyor_api.service import JobRow
+from conveyor_api.unit_of_work import WorkRunner
 
 READ_BATCH = 500
 SEPARATOR = "\n"
@@ -41,7 +40,7 @@ def sse(kind: EventKind, event_id: int, data: str) -> ServerSentEvent:
     return ServerSentEvent(data, event=kind.value, id=str(event_id), sep=SEPARATOR)
 
 
-def snapshot(job: Job | JobRow) -> ServerSentEvent:
+def snapshot(job: JobRow) -> ServerSentEvent:
     view = JobView.model_validate(job).model_dump_json()
     return sse(EventKind.SNAPSHOT, job.event_seq, view)
 
@@ -60,29 +59,26 @@ async def _ring_on(shutdown: anyio.Event, subscription: Subscription) -> None:
     subscription.wakeup.set()
 
 
-def is_final(event: JobEvent) -> bool:
+def is_final(event: EventRow) -> bool:
     return event.kind == EventKind.STATE and JobState(event.data["state"]).is_final
 
 
 class JobEventStream:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], hub: EventHub) -> None:
-        self.sessions = sessions
+    def __init__(self, runner: WorkRunner, hub: EventHub) -> None:
+        self.runner = runner
         self.hub = hub
 
-    async def has_ended_for(self, job: Job | JobRow, last_event_id: int) -> bool:
+    async def has_ended_for(self, job: JobRow, last_event_id: int) -> bool:
         """True when a client that saw `last_event_id` already has `job`'s final event."""
         if not JobState(job.state).is_final or last_event_id < job.event_seq:
             return False
         if last_event_id > job.event_seq:
             return True  # it had the final event derived for a job that ended without one
-        async with self.sessions() as session:
-            latest = await session.scalar(
-                select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.seq == job.event_seq)
-            )
+        latest = await self.runner.read(gateway_ops.event(job.id, job.event_seq))
         return latest is not None and is_final(latest)
 
     async def follow(
-        self, job: Job | JobRow, last_event_id: int | None, shutdown: anyio.Event
+        self, job: JobRow, last_event_id: int | None, shutdown: anyio.Event
     ) -> AsyncIterator[ServerSentEvent]:
         """The events of `job` (as read for the request) for one client, until it ends.
 
@@ -137,8 +133,7 @@ class JobEventStream:
         Normally its job's final event ends it before this is asked. This covers a job
         that is final while that event is not (or no longer) there to send.
         """
-        async with self.sessions() as session:
-            job = await session.get(Job, job_id)
+        job = await self.runner.read(gateway_ops.job(job_id))
         if job is None:
             return []  # the row is gone: nothing will ever come
         if not JobState(job.state).is_final:
@@ -161,25 +156,17 @@ class JobEventStream:
         )
         return [sse(EventKind.STATE, job.event_seq + 1, final)]
 
-    async def _events_after(self, job_id: uuid.UUID, seq: int, limit: int) -> list[JobEvent]:
-        async with self.sessions() as session:
-            events = await session.scalars(
-                select(JobEvent)
-                .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
-                .order_by(JobEvent.seq)
-                .limit(limit)
-            )
-            return list(events)
+    async def _events_after(self, job_id: uuid.UUID, seq: int, limit: int) -> list[EventRow]:
+        return await self.runner.read(gateway_ops.events_after(job_id, seq, limit))
 
-    async def _render(self, job_id: uuid.UUID, event: JobEvent) -> ServerSentEvent:
+    async def _render(self, job_id: uuid.UUID, event: EventRow) -> ServerSentEvent:
         kind = EventKind(event.kind)
         data = event.data
         if kind is EventKind.STATE:
             state = JobState(data["state"])
             result = None
             if state is JobState.SUCCEEDED:  # the result lives on the job, not in the event
-                async with self.sessions() as session:
-                    result = await session.scalar(select(Job.result).where(Job.id == job_id))
+                result = await self.runner.read(gateway_ops.job_result(job_id))
             payload = state_payload(
                 state, data["attempts"], data["error"], result, event.created_at
             )

@@ -12,11 +12,9 @@ from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.metrics import exposition
 from conveyor_core.settings import Settings, get_settings
-from conveyor_core.store.engine import make_async_engine
 from conveyor_core.store.migrate import upgrade_to_head
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from conveyor_api.auth import KeyVerifier
 from conveyor_api.errors import install_error_handlers
@@ -30,7 +28,7 @@ from conveyor_api.publisher import JobPublisher
 from conveyor_api.ratelimit import TokenBuckets
 from conveyor_api.routes import compat, console, docs, files, health, job_events, jobs, queues
 from conveyor_api.service import JobService
-from conveyor_api.store import open_gateway_store
+from conveyor_api.unit_of_work import open_work_runner
 
 log = logging.getLogger("conveyor.api")
 
@@ -60,7 +58,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             upgrade_to_head(settings.database_url.get_secret_value())
-        engine = make_async_engine(settings.database_url.get_secret_value())
+        runner = open_work_runner(settings.database_url.get_secret_value())
         publisher = JobPublisher(
             settings.broker_url.get_secret_value(),
             list(JOB_TYPES.values()),
@@ -68,27 +66,23 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         )
         await publisher.start()
         app.state.settings = settings
-        app.state.engine = engine
+        app.state.runner = runner
         app.state.publisher = publisher
         app.state.artifacts = ArtifactStore(settings.artifact_root)
         BROKER_CONNECTED.set_function(lambda: float(publisher.is_connected))
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        store = open_gateway_store(settings.database_url.get_secret_value(), engine)
-        jobs = JobService(store, publisher, settings.max_queued_per_key)
+        jobs = JobService(runner, publisher, settings.max_queued_per_key)
         app.state.jobs = jobs
-        app.state.key_verifier = KeyVerifier(sessions, settings.auth_cache_ttl_s)
+        app.state.key_verifier = KeyVerifier(runner, settings.auth_cache_ttl_s)
         app.state.submit_buckets = TokenBuckets(settings.submit_rate_per_s, settings.submit_burst)
         if not settings.auth_enabled:
             log.warning(
                 "authentication is OFF (CONVEYOR_AUTH_ENABLED=false): every caller can "
                 "see and cancel every job; use this on localhost only"
             )
-        hub = EventHub(sessions, settings, settings.database_url.get_secret_value())
+        hub = EventHub(runner, settings, settings.database_url.get_secret_value())
         app.state.event_hub = hub
-        app.state.event_streams = JobEventStream(sessions, hub)
-        maintenance = Maintenance(
-            sessions, publisher, jobs.dispatched, app.state.artifacts, settings
-        )
+        app.state.event_streams = JobEventStream(runner, hub)
+        maintenance = Maintenance(runner, publisher, jobs.dispatched, app.state.artifacts, settings)
         repairs = asyncio.create_task(maintenance.run_forever())
         event_wakeups = asyncio.create_task(hub.run_forever())
         freeze_startup_objects()
@@ -101,9 +95,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
                 await jobs.dispatched.flush()
             except Exception:  # the next gateway's maintenance republishes what is left
                 log.warning("could not record every dispatched job before stopping")
-            await store.close()
+            await runner.close()
             await publisher.close()
-            await engine.dispose()
 
     app = GatewayApp(
         title="Conveyor",

@@ -27,14 +27,11 @@ from conveyor_core.artifact_paths import is_partial_upload, job_artifact_folder
 from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import JOB_TYPES
 from conveyor_core.settings import Settings
-from conveyor_core.states import JobState
-from conveyor_core.store import Job, JobEvent, utcnow
-from conveyor_core.store.event_log import StateChange, change_state_async
-from sqlalchemy import ColumnElement, and_, delete, not_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from conveyor_core.store import gateway_ops, utcnow
 
 from conveyor_api.batching import BackgroundMarks
 from conveyor_api.publisher import BrokerUnavailable, JobPublisher
+from conveyor_api.unit_of_work import WorkRunner
 
 log = logging.getLogger("conveyor.api.maintenance")
 BATCH = 500
@@ -45,13 +42,13 @@ EVENTS_BATCH = 5000  # events deleted per round, so one round never holds a long
 class Maintenance:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        runner: WorkRunner,
         publisher: JobPublisher,
         dispatched: BackgroundMarks[uuid.UUID],
         artifacts: ArtifactStore,
         settings: Settings,
     ) -> None:
-        self.sessions = sessions
+        self.runner = runner
         self.publisher = publisher
         self.dispatched = dispatched
         self.artifacts = artifacts
@@ -73,21 +70,11 @@ class Maintenance:
     async def republish_undispatched(self) -> int:
         await self.dispatched.flush()
         cutoff = utcnow() - timedelta(seconds=self.settings.undispatched_after_s)
-        async with self.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(Job.id, Job.type)
-                    .where(
-                        Job.state == JobState.QUEUED,
-                        Job.dispatched_at.is_(None),
-                        Job.created_at < cutoff,
-                    )
-                    .limit(BATCH)
-                )
-            ).all()
+        undispatched = await self.runner.read(gateway_ops.undispatched(cutoff, BATCH))
         recorded_meanwhile = self.dispatched.pending  # confirmed since the flush above
-        rows = [row for row in rows if row[0] not in recorded_meanwhile]
-        republished = await self._publish(rows)
+        republished = await self._publish(
+            [(job.id, job.type) for job in undispatched if job.id not in recorded_meanwhile]
+        )
         if republished:
             log.warning("published %d job(s) whose message was never confirmed", republished)
         return republished
@@ -112,35 +99,18 @@ class Maintenance:
         as a submission that is still in flight could be.
         """
         now = utcnow()
-        async with self.sessions.begin() as session:
-            requeued = await change_state_async(
-                session,
-                StateChange(
-                    where=[self._silent(now), self._requeueable()],
-                    state=JobState.QUEUED,
-                    values={
-                        "dispatched_at": None,
-                        "handed_over_at": None,
-                        "worker": None,
-                        "updated_at": now,
-                    },
-                    returning=[Job.type],
-                ),
-            )
+        requeued = await self.runner.write(
+            gateway_ops.requeue_silent(self._silent_since(now), self.settings.max_attempts, now)
+        )
         rows = [(job.id, job.type) for job in requeued]
         if rows:
             log.warning("queued again %d handed-over job(s) whose worker was lost", len(rows))
         # A job left unpublished here (broker down) is sent by republish_undispatched.
         return await self._publish(rows)
 
-    def _silent(self, now: datetime) -> ColumnElement[bool]:
-        """A running job whose heartbeat stopped CONVEYOR_STALE_JOB_AFTER_S ago or more."""
-        cutoff = now - timedelta(seconds=self.settings.stale_job_after_s)
-        return and_(Job.state == JobState.RUNNING, Job.heartbeat_at < cutoff)
-
-    def _requeueable(self) -> ColumnElement[bool]:
-        """A job whose message was acked at its hand-over, with attempts left."""
-        return and_(Job.handed_over_at.is_not(None), Job.attempts < self.settings.max_attempts)
+    def _silent_since(self, now: datetime) -> datetime:
+        """A running job whose heartbeat stopped before this is silent: lost or cut off."""
+        return now - timedelta(seconds=self.settings.stale_job_after_s)
 
     async def fail_stale_running(self) -> int:
         now = utcnow()
@@ -148,40 +118,19 @@ class Maintenance:
             f"no heartbeat for {self.settings.stale_job_after_s:g} s: its worker "
             "stopped reporting (lost, or cut off from the job store)"
         )
-        async with self.sessions.begin() as session:
-            failed = await change_state_async(
-                session,
-                StateChange(
-                    # Not one requeue_stale_handed_over takes: its heartbeat may have
-                    # passed the cutoff only since that step ran, earlier this round.
-                    where=[self._silent(now), not_(self._requeueable())],
-                    state=JobState.FAILED,
-                    values={"finished_at": now, "updated_at": now},
-                    error=error,
-                ),
-            )
+        # Not one requeue_stale_handed_over takes: its heartbeat may have passed the cutoff
+        # only since that step ran, earlier this round.
+        failed = await self.runner.write(
+            gateway_ops.fail_silent(self._silent_since(now), self.settings.max_attempts, now, error)
+        )
         if failed:
-            log.warning("failed %d running job(s) without a heartbeat", len(failed))
-        return len(failed)
+            log.warning("failed %d running job(s) without a heartbeat", failed)
+        return failed
 
     async def prune_events(self) -> int:
         """Delete one batch of the events of jobs finished before the retention period."""
         cutoff = utcnow() - timedelta(seconds=self.settings.events_retention_s)
-        # An event older than the cutoff whose job also finished before it: the index on
-        # created_at keeps this from reading the events of recent jobs.
-        expired = (
-            select(JobEvent.id)
-            .join(Job, Job.id == JobEvent.job_id)
-            .where(JobEvent.created_at < cutoff, Job.finished_at < cutoff)
-            .limit(EVENTS_BATCH)
-        )
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                delete(JobEvent)
-                .where(JobEvent.id.in_(expired))
-                .execution_options(synchronize_session=False)
-            )
-        pruned: int = result.rowcount  # type: ignore[attr-defined]
+        pruned = await self.runner.write(gateway_ops.prune_events(cutoff, EVENTS_BATCH))
         if pruned:
             log.info("deleted %d event(s) of jobs finished long ago", pruned)
         return pruned
@@ -196,15 +145,11 @@ class Maintenance:
         if not self.settings.job_retention_s:
             return 0
         cutoff = utcnow() - timedelta(seconds=self.settings.job_retention_s)
-        async with self.sessions() as session:
-            expired = (
-                await session.execute(
-                    select(Job.id, Job.artifacts).where(Job.finished_at < cutoff).limit(BATCH)
-                )
-            ).all()
+        expired = await self.runner.read(gateway_ops.finished_before(cutoff, BATCH))
         deletable = []
-        for job_id, artifacts in expired:
-            if artifacts:
+        for job in expired:
+            job_id = job.id
+            if job.artifacts:
                 try:
                     await asyncio.to_thread(
                         self.artifacts.remove_folder, job_artifact_folder(job_id)
@@ -217,13 +162,7 @@ class Maintenance:
             deletable.append(job_id)
         if not deletable:
             return 0
-        async with self.sessions.begin() as session:
-            result = await session.execute(
-                delete(Job)
-                .where(Job.id.in_(deletable), Job.finished_at < cutoff)
-                .execution_options(synchronize_session=False)
-            )
-        pruned: int = result.rowcount  # type: ignore[attr-defined]
+        pruned = await self.runner.write(gateway_ops.delete_finished(deletable, cutoff))
         log.info(
             "deleted %d job(s) finished more than %.0f s ago", pruned, self.settings.job_retention_s
         )

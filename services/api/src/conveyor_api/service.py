@@ -13,32 +13,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, cast
+from typing import Any
 
 from conveyor_core.jobs import AdmissionDenied, JobType
 from conveyor_core.states import JobState
-from conveyor_core.store import Job, utcnow
-from conveyor_core.store.event_log import StateChange, change_state
+from conveyor_core.store import gateway_ops, utcnow
+from conveyor_core.store.gateway_ops import JobRow
 from prometheus_client import Counter
-from sqlalchemy import (
-    Connection,
-    Executable,
-    Row,
-    Table,
-    and_,
-    bindparam,
-    delete,
-    insert,
-    or_,
-    select,
-    update,
-)
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from conveyor_api.batching import BackgroundMarks, Batcher
 from conveyor_api.metrics import JOBS_SUBMITTED
 from conveyor_api.publisher import JobPublisher
-from conveyor_api.store import GatewayStore, Work
+from conveyor_api.unit_of_work import WorkRunner
 
 log = logging.getLogger("conveyor.api")
 
@@ -75,7 +62,7 @@ def request_fingerprint(job_type: JobType, params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def encode_cursor(job: Row[Any]) -> str:
+def encode_cursor(job: JobRow) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -96,95 +83,15 @@ class CancelOutcome(Enum):
     NOT_FOUND = "not_found"
 
 
-# Statements built once: SQLAlchemy memoizes a statement's cache key on the object, so a
-# request reuses the compiled SQL without rebuilding and re-hashing the statement.
-JOBS = cast(Table, Job.__table__)
-_INSERT_JOBS = insert(JOBS)
-_SELECT_JOBS = select(JOBS).where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
-_MARK_DISPATCHED = (
-    update(JOBS)
-    .where(JOBS.c.id.in_(bindparam("ids", expanding=True)))
-    .values(dispatched_at=bindparam("now"))
-)
-# Is there a limit-th queued job of this owner? Reads at most `limit` index entries,
-# never counts them all.
-_NTH_QUEUED = (
-    select(JOBS.c.id)
-    .where(JOBS.c.owner == bindparam("owner"), JOBS.c.state == JobState.QUEUED)
-    .offset(bindparam("skip"))
-    .limit(1)
-)
+# What the cancel found the job in (gateway_ops.cancel), and what that means for the caller.
+_CANCELLED_FROM = {
+    JobState.QUEUED: CancelOutcome.CANCELLED,
+    JobState.RUNNING: CancelOutcome.REQUESTED,
+}
 
-# A job whose publish failed is withdrawn only while no worker has claimed it.
-_WITHDRAW = delete(JOBS).where(
-    JOBS.c.id == bindparam("id"), JOBS.c.state == JobState.QUEUED, JOBS.c.attempts == 0
-)
 # How long past the confirm timeout a replay waits for its first request's outcome.
 SETTLE_MARGIN_S = 0.5
 SETTLE_POLL_S = 0.05
-
-JobRow = Row[Any]  # a `jobs` row: attribute access by column name, like the ORM object
-
-
-def _insert_jobs(
-    rows: list[dict[str, Any]], dispatched: list[uuid.UUID] | None = None
-) -> Work[None]:
-    def work(connection: Connection) -> None:
-        connection.execute(_INSERT_JOBS, rows)  # executemany: compiled once, one transaction
-        if dispatched:  # earlier jobs' confirms, carried along: one commit for both
-            connection.execute(_MARK_DISPATCHED, {"ids": dispatched, "now": utcnow()})
-
-    return work
-
-
-def _fetch(statement: Executable, params: dict[str, Any] | None = None) -> Work[list[JobRow]]:
-    def work(connection: Connection) -> list[JobRow]:
-        return list(connection.execute(statement, params).all())
-
-    return work
-
-
-def _rowcount(statement: Executable, params: dict[str, Any] | None = None) -> Work[int]:
-    def work(connection: Connection) -> int:
-        return connection.execute(statement, params).rowcount
-
-    return work
-
-
-def _owners_at_quota(owners: set[str], limit: int) -> Work[set[str]]:
-    def work(connection: Connection) -> set[str]:
-        return {
-            owner
-            for owner in owners
-            if connection.execute(_NTH_QUEUED, {"owner": owner, "skip": limit - 1}).first()
-        }
-
-    return work
-
-
-def _cancel(job_id: uuid.UUID, now: datetime) -> Work[CancelOutcome]:
-    error = "cancelled by request"
-
-    def work(connection: Connection) -> CancelOutcome:
-        cancel_queued = StateChange(
-            where=[JOBS.c.id == job_id, JOBS.c.state == JobState.QUEUED],
-            state=JobState.CANCELLED,
-            values={"cancel_requested": True, "finished_at": now, "updated_at": now},
-            error=error,
-        )
-        if change_state(connection, cancel_queued):
-            # A queued job's event stream ends here; a running job's, at its worker.
-            return CancelOutcome.CANCELLED
-        running = connection.execute(
-            update(JOBS)
-            .where(JOBS.c.id == job_id, JOBS.c.state == JobState.RUNNING)
-            .values(cancel_requested=True, updated_at=now)
-        )
-        return CancelOutcome.REQUESTED if running.rowcount else CancelOutcome.ALREADY_FINAL
-
-    # Not retried after a lost connection: a cut-off COMMIT that went through would then
-    # read as "already final".
-    return work
 
 
 def _refused_row(error: Exception) -> bool:
@@ -216,11 +123,11 @@ class JobService:
 
     def __init__(
         self,
-        store: GatewayStore,
+        runner: WorkRunner,
         publisher: JobPublisher,
         max_queued_per_owner: int = 0,
     ) -> None:
-        self.store = store
+        self.runner = runner
         self.publisher = publisher
         self.max_queued_per_owner = max_queued_per_owner
         self._inserts: Batcher[dict[str, Any], None] = Batcher(
@@ -274,7 +181,7 @@ class JobService:
         else:
             # Alone in its transaction: a unique-key violation must fail only this request.
             try:
-                await self.store.write(_insert_jobs([row]), retry_on_disconnect=False)
+                await self.runner.write(gateway_ops.insert_jobs([row]), retry_on_disconnect=False)
             except IntegrityError:
                 # Another request with the same key won the race; answer with its job.
                 previous = await self._settled_by_key(owner, idempotency_key)
@@ -284,7 +191,7 @@ class JobService:
         try:
             await self.publisher.publish(job_type, job_id)
         except BaseException as error:
-            withdrawn = await self.store.write(_rowcount(_WITHDRAW, {"id": job_id}))
+            withdrawn = await self.runner.write(gateway_ops.withdraw(job_id))
             if withdrawn or not isinstance(error, Exception):
                 raise
             # A worker claimed the job already, so RabbitMQ had taken the message and only
@@ -326,7 +233,7 @@ class JobService:
         dispatched = self.dispatched.take()
         written = False
         try:
-            await self.store.write(_insert_jobs(rows, dispatched))
+            await self.runner.write(gateway_ops.insert_jobs(rows, dispatched))
             written = True
         except IntegrityError:
             # Only the ids can clash (fresh uuid4s; no idempotency key in a batch): the
@@ -338,12 +245,12 @@ class JobService:
         return [None] * len(rows)
 
     async def _select_batch(self, job_ids: list[uuid.UUID]) -> list[JobRow | None]:
-        rows = await self.store.read(_fetch(_SELECT_JOBS, {"ids": list(set(job_ids))}))
+        rows = await self.runner.read(gateway_ops.jobs_by_id(list(set(job_ids))))
         by_id = {row.id: row for row in rows}
         return [by_id.get(job_id) for job_id in job_ids]
 
     async def _mark_dispatched(self, job_ids: list[uuid.UUID]) -> None:
-        await self.store.write(_rowcount(_MARK_DISPATCHED, {"ids": job_ids, "now": utcnow()}))
+        await self.runner.write(gateway_ops.mark_dispatched(job_ids))
 
     async def _check_queue_quota(self, owner: str) -> None:
         if self.max_queued_per_owner and await self._quota_checks.run(owner):
@@ -358,7 +265,9 @@ class JobService:
         Like the check of a single submission, it is not atomic with the INSERT: a key
         can exceed its quota by the submissions it has in flight at once.
         """
-        at_quota = await self.store.read(_owners_at_quota(set(owners), self.max_queued_per_owner))
+        at_quota = await self.runner.read(
+            gateway_ops.owners_at_quota(set(owners), self.max_queued_per_owner)
+        )
         return [owner in at_quota for owner in owners]
 
     @staticmethod
@@ -404,10 +313,7 @@ class JobService:
         )
 
     async def _find_by_key(self, owner: str, key: str) -> JobRow | None:
-        rows = await self.store.read(
-            _fetch(select(JOBS).where(JOBS.c.owner == owner, JOBS.c.idempotency_key == key))
-        )
-        return rows[0] if rows else None
+        return await self.runner.read(gateway_ops.job_by_key(owner, key))
 
     async def get(self, job_id: uuid.UUID, owner: str | None = None) -> JobRow | None:
         job = await self._lookups.run(job_id)
@@ -425,22 +331,12 @@ class JobService:
         owner: str | None = None,
     ) -> tuple[list[JobRow], str | None]:
         """Newest first, keyset-paginated on (created_at, id): stable under inserts."""
-        query = select(JOBS).order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc()).limit(limit + 1)
-        if type_name is not None:
-            query = query.where(JOBS.c.type == type_name)
-        if state is not None:
-            query = query.where(JOBS.c.state == state)
-        if owner is not None:
-            query = query.where(JOBS.c.owner == owner)
-        if cursor is not None:
-            created_at, job_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    JOBS.c.created_at < created_at,
-                    and_(JOBS.c.created_at == created_at, JOBS.c.id < job_id),
-                )
+        after = None if cursor is None else decode_cursor(cursor)
+        jobs = await self.runner.read(
+            gateway_ops.list_jobs(
+                type_name=type_name, state=state, owner=owner, after=after, limit=limit + 1
             )
-        jobs = await self.store.read(_fetch(query))
+        )
         if len(jobs) > limit:
             return jobs[:limit], encode_cursor(jobs[limit - 1])
         return jobs, None
@@ -451,5 +347,10 @@ class JobService:
         job = await self.get(job_id, owner)
         if job is None:
             return CancelOutcome.NOT_FOUND, None
-        outcome = await self.store.write(_cancel(job_id, utcnow()), retry_on_disconnect=False)
+        # Not retried after a lost connection: a cut-off COMMIT that went through would then
+        # read as "already final".
+        found = await self.runner.write(
+            gateway_ops.cancel(job_id, utcnow()), retry_on_disconnect=False
+        )
+        outcome = CancelOutcome.ALREADY_FINAL if found is None else _CANCELLED_FROM[found]
         return outcome, await self.get(job_id, owner)

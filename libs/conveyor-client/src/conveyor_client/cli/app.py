@@ -51,7 +51,7 @@ from conveyor_client.errors import (
     Unavailable,
     ValidationFailed,
 )
-from conveyor_client.events import JobEvent
+from conveyor_client.job_stream import JobEvent
 
 app = typer.Typer(
     name="conveyor",

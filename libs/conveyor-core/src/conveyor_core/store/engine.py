@@ -111,8 +111,8 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     # No pool_pre_ping: it costs a round trip per checkout, on every request. A connection
     # the server dropped fails its first statement instead and SQLAlchemy replaces every
-    # pooled connection: the gateway's hot paths (conveyor_api.store) run such a statement
-    # once more; elsewhere one request or maintenance round fails, and the next works.
+    # pooled connection: the gateway's runner (conveyor_api.unit_of_work) runs such a unit
+    # of work once more (a write that could double anything fails instead).
     # pool_recycle renews connections before a proxy or firewall drops them for idling.
     return create_async_engine(
         parsed,

@@ -9,11 +9,12 @@ On PostgreSQL the same transaction sends a NOTIFY (delivered at commit) to wake 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     ColumnExpressionArgument,
@@ -30,9 +31,6 @@ from sqlalchemy import (
 from conveyor_core.event_contract import NOTIFY_CHANNEL, EventKind
 from conveyor_core.states import JobState
 from conveyor_core.store.models import Job, JobEvent, utcnow
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass(frozen=True)
@@ -101,23 +99,14 @@ def record_events(
         connection.execute(notify(job_id))
 
 
-async def record_events_async(
-    session: AsyncSession, job_id: uuid.UUID, last_seq: int, events: Sequence[NewEvent]
-) -> None:
-    """Store `events` in the caller's transaction (async: the gateway)."""
-    if not events:
-        return
-    await session.execute(_INSERT_EVENTS, event_rows(job_id, last_seq, events))
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(notify(job_id))
-
-
 @dataclass(frozen=True)
 class StateChange:
     """Jobs matching `where`, which guards the state they must be in, move to `state`.
 
     `values` are the other columns to set; `error` is set on the job and reported in its event
-    (None leaves the column as it is); `returning` adds columns to the changed rows.
+    (None leaves the column as it is); `returning` adds columns to the changed rows. A
+    change kept for reuse takes its values as bound parameters (`change_state`'s `params`),
+    so that its statement is built once.
     """
 
     where: Sequence[ColumnExpressionArgument[bool]]
@@ -126,6 +115,7 @@ class StateChange:
     error: str | None = None
     returning: Sequence[ColumnExpressionArgument[Any]] = ()
 
+    @functools.cached_property
     def statement(self) -> Update:
         """The UPDATE, raising event_seq by the one event each changed job gets."""
         changes = {**self.values, "state": self.state, "event_seq": Job.event_seq + 1}
@@ -142,18 +132,13 @@ class StateChange:
         return state_event(self.state, attempts, self.error)
 
 
-def change_state(connection: Connection, change: StateChange) -> Sequence[Row[Any]]:
-    """Make `change` and store each changed job's event, in the caller's transaction;
-    return the changed rows (id, attempts, event_seq, then `change.returning`)."""
-    changed = connection.execute(change.statement()).all()
+def change_state(
+    connection: Connection, change: StateChange, params: Mapping[str, Any] | None = None
+) -> Sequence[Row[Any]]:
+    """Make `change` (with its bound `params`) and store each changed job's event, in the
+    caller's transaction; return the changed rows (id, attempts, event_seq, then
+    `change.returning`)."""
+    changed = connection.execute(change.statement, params).all()
     for job in changed:
         record_events(connection, job.id, job.event_seq, [change.event(job.attempts)])
-    return changed
-
-
-async def change_state_async(session: AsyncSession, change: StateChange) -> Sequence[Row[Any]]:
-    """`change_state` in the caller's async session (the gateway's maintenance)."""
-    changed = (await session.execute(change.statement())).all()
-    for job in changed:
-        await record_events_async(session, job.id, job.event_seq, [change.event(job.attempts)])
     return changed

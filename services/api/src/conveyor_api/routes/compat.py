@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from conveyor_core.jobs import CMD_RUN, DATA_TRANSFORM, ML_TRAIN, AdmissionDenied, JobType
 from conveyor_core.states import JobState
+from conveyor_core.store.gateway_ops import JobRow
 from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
@@ -20,7 +21,6 @@ from conveyor_api.auth import Principal, PrincipalDep
 from conveyor_api.deps import JobsDep, SettingsDep
 from conveyor_api.ratelimit import SubmitterDep
 from conveyor_api.schemas import Problem
-from conveyor_api.service import JobRow
 
 router = APIRouter(tags=["compatibility (blog pattern)"])
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from conveyor_core.store import gateway_ops
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from conveyor_api.schemas import Health
+from conveyor_api.unit_of_work import WorkRunner
 
 router = APIRouter(tags=["health"])
 
@@ -30,9 +31,9 @@ async def readyz(request: Request) -> JSONResponse:
     checks = {"broker": "ok", "job_store": "ok"}
     if not request.app.state.publisher.is_connected:
         checks["broker"] = "unreachable"
+    runner: WorkRunner = request.app.state.runner
     try:
-        async with request.app.state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        await runner.read(gateway_ops.ping)
     except Exception as error:
         checks["job_store"] = f"unreachable: {type(error).__name__}"
     if checks["job_store"] != "ok":

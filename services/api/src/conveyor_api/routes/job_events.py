@@ -26,7 +26,7 @@ one line of JSON `data`. Kinds: `snapshot` (the job as `GET /v1/jobs/{id}` shows
 when no `Last-Event-ID` is sent), `state` (`{state, attempts, error, result (succeeded
 only), at}`), `progress` (`{progress, at}`), `output` (`{stream, line, at}`, `cmd.run`).
 The server closes the stream after the event carrying a final state; `: keep-alive`
-comments keep idle streams open. See docs/events.md.
+comments keep idle streams open. See docs/event-stream.md.
 """
 
 EXAMPLE_STREAM = (

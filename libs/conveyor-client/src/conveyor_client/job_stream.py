@@ -18,7 +18,7 @@ from conveyor_core.states import JobState
 from httpx_sse import ServerSentEvent
 from pydantic import BaseModel, ValidationError
 
-log = logging.getLogger("conveyor_client.events")
+log = logging.getLogger("conveyor_client.job_stream")
 
 EventKind = Literal["snapshot", "state", "progress", "output"]
 EventData = JobView | StateEvent | ProgressEvent | OutputEvent

@@ -1,7 +1,7 @@
-"""How the gateway's hot paths reach the job store: a unit of work per hand-over.
+"""How the gateway reaches the job store: one runner of units of work, for every caller.
 
-A unit is a plain function of a SQLAlchemy `Connection` running Core statements, so the
-same code serves both stores:
+A unit is a plain function of a SQLAlchemy `Connection` running Core statements (the
+gateway's are in conveyor_core/store/gateway_ops.py), so the same code serves both stores:
 
 - SQLite runs every unit in one dedicated thread that owns the gateway's one connection.
   A unit is one hand-over between the event loop and that thread, however many DBAPI
@@ -9,6 +9,11 @@ same code serves both stores:
   fetch, close, commit; under load each waits for the GIL and for a CPU).
 - PostgreSQL runs units on the event loop (psycopg's async driver, through `run_sync`);
   reads in autocommit, so a lookup is one round trip, not BEGIN, SELECT and ROLLBACK.
+
+The routes' hot paths (service.py), API keys (auth.py), event streams (event_stream.py,
+event_hub.py), maintenance and the readiness check all run their statements here. Only
+the event hub's `LISTEN` is outside: it holds one connection of its own for as long as
+the process lives, which a unit of work never does.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, TypeVar
 
-from conveyor_core.store.engine import make_sync_engine, sync_url
+from conveyor_core.store.engine import make_async_engine, make_sync_engine, sync_url
+from conveyor_core.store.gateway_ops import Work
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
@@ -31,10 +37,9 @@ if TYPE_CHECKING:
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 T = TypeVar("T")
-Work = Callable[[Connection], T]
 
 
-class GatewayStore:
+class WorkRunner:
     """Runs units of work: `read` outside a transaction, `write` inside one.
 
     A pooled connection the server closed since its last use (a PostgreSQL restart, an
@@ -69,7 +74,7 @@ class GatewayStore:
         return await run(work)
 
 
-class ThreadStore(GatewayStore):
+class ThreadRunner(WorkRunner):
     """SQLite: one connection, owned by one thread, every unit run there in turn."""
 
     def __init__(self, engine: Engine) -> None:
@@ -98,8 +103,8 @@ class ThreadStore(GatewayStore):
         self._thread.shutdown(wait=True)
 
 
-class AsyncStore(GatewayStore):
-    """PostgreSQL: units on the event loop, over the gateway's async engine and pool."""
+class AsyncRunner(WorkRunner):
+    """PostgreSQL: units on the event loop, over the gateway's async engine and its pool."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -114,12 +119,12 @@ class AsyncStore(GatewayStore):
             return await connection.run_sync(work)
 
     async def close(self) -> None:
-        pass  # the engine is the gateway's, disposed with it
+        await self.engine.dispose()
 
 
-def open_gateway_store(url: str, engine: AsyncEngine) -> GatewayStore:
-    """SQLite: its own thread and connection; otherwise the gateway's async engine."""
+def open_work_runner(url: str) -> WorkRunner:
+    """SQLite: one thread and one connection; otherwise an async engine and its pool."""
     if sync_url(url).get_backend_name() == "sqlite":
-        # One connection (StaticPool), only ever used from the store thread.
-        return ThreadStore(make_sync_engine(url, poolclass=StaticPool))
-    return AsyncStore(engine)
+        # One connection (StaticPool), only ever used from the runner's thread.
+        return ThreadRunner(make_sync_engine(url, poolclass=StaticPool))
+    return AsyncRunner(make_async_engine(url))
