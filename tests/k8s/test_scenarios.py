@@ -458,11 +458,14 @@ def test_s8_with_rabbitmq_down_reads_still_reach_the_gateway_through_its_service
 # --- S6: ScaledJob: one Kubernetes Job per job; an upgrade mid-job kills none ---------
 
 
+# About 35 s of one core: it must outlast the hand-over, a helm upgrade (its hook Job runs
+# again), KEDA's poll and a new pod's start, with both cores shared by both trainings. 600
+# trees (12 s) left no margin: a CI run saw the short jobs start 10 s after these ended.
 ML_LONG = {
     "dataset": "synthetic",
     "n_samples": 8000,
     "model": "random_forest",
-    "hyperparameters": {"n_estimators": 600},
+    "hyperparameters": {"n_estimators": 1800},
 }
 ML_SHORT = {"dataset": "iris", "model": "logistic_regression"}
 
