@@ -6,13 +6,18 @@ user sees it. These need the gateway's `GET /v1/jobs/{id}/events`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import time
+import uuid
 
 import pexpect
-from support.clients import CONVEYOR, Cli
+from conveyor_client import ConveyorClient
+from support.clients import CONVEYOR, Cli, KeyedStack
 
+# The module, not the Typer app that conveyor_client.cli exports under the same name.
+cli_app = importlib.import_module("conveyor_client.cli.app")
 PERCENT = re.compile(rb"(\d{1,3})%")
 # Quiet for a while first: `logs --follow` is connected before the first line.
 TICKER = (
@@ -146,3 +151,16 @@ def test_wait_exits_1_when_the_command_exits_non_zero(cli: Cli):
     assert job["error"] == "the command exited with code 1"
     assert job["result"]["exit_code"] == 1  # kept: what the command said
     assert "invalid date" in job["result"]["stderr"]
+
+
+def test_wait_prints_the_output_of_a_job_that_ended_before_its_stream_opened(
+    keyed_stack: KeyedStack,
+):
+    """A fast command can finish between the 202 and the stream's first byte: `--wait` must
+    still print its lines (it replays the job's history, not a snapshot of the end)."""
+    with ConveyorClient(keyed_stack.stack.base_url, keyed_stack.user_key) as client:
+        accepted = client.submit("cmd.run", {"command": "echo", "args": ["said before the stream"]})
+        assert client.wait(accepted.id).state == "succeeded"
+        with cli_app.err.capture() as captured:  # the job has ended: now follow it
+            cli_app._follow_with_progress(client, uuid.UUID(str(accepted.id)), "cmd.run")
+    assert "said before the stream" in captured.get()

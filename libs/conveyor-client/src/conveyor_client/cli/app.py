@@ -256,7 +256,12 @@ def _print_accepted(accepted: JobAccepted) -> None:
 
 
 def _follow_with_progress(conveyor: ConveyorClient, job_id: uuid.UUID, job_type: str) -> None:
-    """A progress bar fed by the job's events; command output lines print above it."""
+    """A progress bar fed by the job's events; command output lines print above it.
+
+    The job was just submitted, so its whole history is replayed (`Last-Event-ID: 0`):
+    without it a job that ended before the stream opened gets only a snapshot, and a fast
+    command's output lines were never printed.
+    """
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -266,7 +271,7 @@ def _follow_with_progress(conveyor: ConveyorClient, job_id: uuid.UUID, job_type:
     )
     with Progress(*columns, console=err) as progress:
         bar = progress.add_task(f"{job_type} queued", total=1.0)
-        for event in conveyor.events(job_id):
+        for event in conveyor.events(job_id, last_event_id=0):
             data = event.data
             if isinstance(data, JobView):
                 progress.update(
