@@ -10,7 +10,6 @@ import importlib
 import json
 import re
 import time
-import uuid
 
 import pexpect
 from conveyor_client import ConveyorClient
@@ -162,5 +161,5 @@ def test_wait_prints_the_output_of_a_job_that_ended_before_its_stream_opened(
         accepted = client.submit("cmd.run", {"command": "echo", "args": ["said before the stream"]})
         assert client.wait(accepted.id).state == "succeeded"
         with cli_app.err.capture() as captured:  # the job has ended: now follow it
-            cli_app._follow_with_progress(client, uuid.UUID(str(accepted.id)), "cmd.run")
+            cli_app._follow_with_progress(client, accepted.id, "cmd.run")
     assert "said before the stream" in captured.get()
