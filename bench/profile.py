@@ -1,12 +1,13 @@
 """Profile the gateway's submit hot path with py-spy while wrk loads it.
 
     uv run --with py-spy==0.4.3 python -m bench.profile [--database postgres] [--seconds 10]
-        [--target submit|status|worker]
+        [--target submit|status|worker] [--kind tiny|data|cmd|ml]
 
 Starts Conveyor's gateway alone (SQLite or a fresh PostgreSQL database, own vhost) and
 samples it with py-spy while wrk POSTs the bench's small job (`submit`) or GETs one job's
-status (`status`) at 32 connections; or queues tiny jobs and samples one data worker,
-main and pool process, draining them (`worker`). Prints where the samples fall: by area
+status (`status`) at 32 connections; or queues jobs of one kind (`--kind`: tiny
+transforms by default, or the drain's data, cmd or ml job) and samples their worker, main
+and pool processes, draining them (`worker`). Prints where the samples fall: by area
 (the package of the innermost frame), then the functions holding the most (inclusive,
 then own). The collapsed stacks are kept in bench/results/profile-<target>-<db>.txt (a
 flame graph's input).
@@ -30,6 +31,9 @@ import httpx
 from bench import load, procs
 from bench.procs import REPO
 from bench.systems import Conveyor
+
+# The job the bench's `Conveyor.request` sends for a kind, and the worker that runs it.
+WORKER_OF_KIND = {"tiny": "data", "data": "data", "cmd": "cmd", "ml": "ml"}
 
 # Where a sample's time goes: the package of its innermost frame that is one of these
 # (first match wins), so time in a library called from our code counts for the library.
@@ -89,12 +93,15 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--target", choices=["submit", "status", "worker"], default="submit")
+    parser.add_argument("--kind", choices=list(WORKER_OF_KIND), default="tiny")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("py-spy missing: uv run --with py-spy==0.4.3 python -m bench.profile")
     workdir = Path(tempfile.mkdtemp(prefix="conveyor-profile-"))
     out = REPO / "bench" / "results" / f"profile-{args.target}-{args.database}.txt"
+    if args.target == "worker" and args.kind != "tiny":
+        out = out.with_name(f"profile-worker-{args.kind}-{args.database}.txt")
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         broker_url = cleanup.enter_context(procs.rabbitmq_vhost("conveyor-bench-profile"))
@@ -107,7 +114,7 @@ def main() -> None:
         cleanup.callback(system.stop)
         system.start_gateway()
         if args.target == "worker":
-            summary = profile_worker(system, py_spy, out, args.seconds)
+            summary = profile_worker(system, py_spy, out, args.seconds, args.kind)
         else:
             summary = profile_gateway(system, py_spy, out, args.seconds, args.target)
     print(summary)
@@ -174,21 +181,22 @@ def profile_gateway(system: Conveyor, py_spy: str, out: Path, seconds: int, targ
     return f"load during profile: {result.get('run')}"
 
 
-def profile_worker(system: Conveyor, py_spy: str, out: Path, seconds: int) -> str:
-    """Queue tiny jobs, then sample one data worker (main and pool process) draining them."""
+def profile_worker(system: Conveyor, py_spy: str, out: Path, seconds: int, kind: str) -> str:
+    """Queue jobs of `kind`, then sample their worker (main and pool process) draining them."""
     jobs = 3000
     submitted = load.submit_many(
-        system.base_url, jobs, lambda _: system.request("tiny"), headers=system.headers
+        system.base_url, jobs, lambda _: system.request(kind), headers=system.headers
     )
-    system.start_workers(1, kinds=("data",))
+    worker = WORKER_OF_KIND[kind]
+    system.start_workers(1, kinds=(worker,))
     started = time.monotonic()
-    py_spy_record(py_spy, system.workers["data"].pid, seconds, out, "--subprocesses")
+    py_spy_record(py_spy, system.workers[worker].pid, seconds, out, "--subprocesses")
     elapsed = time.monotonic() - started
     done = system.times([job_id for job_id, _ in submitted])
     finished = sum(1 for _, end, _ in done.values() if end is not None)
     system.stop_workers()
     system.purge()
-    return f"worker finished {finished} tiny jobs in {elapsed:.1f} s while sampled"
+    return f"worker finished {finished} {kind} jobs in {elapsed:.1f} s while sampled"
 
 
 if __name__ == "__main__":
