@@ -1,13 +1,14 @@
 """Profile the gateway's submit hot path with py-spy while wrk loads it.
 
     uv run --with py-spy==0.4.3 python -m bench.profile [--database postgres] [--seconds 10]
-        [--target submit|status|worker] [--kind tiny|data|cmd|ml]
+        [--target submit|status|worker] [--kind tiny|data|cmd|ml] [--idle]
 
 Starts Conveyor's gateway alone (SQLite or a fresh PostgreSQL database, own vhost) and
 samples it with py-spy while wrk POSTs the bench's small job (`submit`) or GETs one job's
 status (`status`) at 32 connections; or queues jobs of one kind (`--kind`: tiny
 transforms by default, or the drain's data, cmd or ml job) and samples their worker, main
-and pool processes, draining them (`worker`). Prints where the samples fall: by area
+and pool processes, draining them (`worker`; `--idle` counts waiting threads too, for
+where a job's wall time goes). Prints where the samples fall: by area
 (the package of the innermost frame), then the functions holding the most (inclusive,
 then own). The collapsed stacks are kept in bench/results/profile-<target>-<db>.txt (a
 flame graph's input).
@@ -94,6 +95,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--target", choices=["submit", "status", "worker"], default="submit")
     parser.add_argument("--kind", choices=list(WORKER_OF_KIND), default="tiny")
+    parser.add_argument(
+        "--idle", action="store_true", help="sample waiting threads too: wall time, not CPU"
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy")
     if py_spy is None:
@@ -114,7 +118,7 @@ def main() -> None:
         cleanup.callback(system.stop)
         system.start_gateway()
         if args.target == "worker":
-            summary = profile_worker(system, py_spy, out, args.seconds, args.kind)
+            summary = profile_worker(system, py_spy, out, args.seconds, args.kind, args.idle)
         else:
             summary = profile_gateway(system, py_spy, out, args.seconds, args.target)
     print(summary)
@@ -181,7 +185,9 @@ def profile_gateway(system: Conveyor, py_spy: str, out: Path, seconds: int, targ
     return f"load during profile: {result.get('run')}"
 
 
-def profile_worker(system: Conveyor, py_spy: str, out: Path, seconds: int, kind: str) -> str:
+def profile_worker(
+    system: Conveyor, py_spy: str, out: Path, seconds: int, kind: str, idle: bool = False
+) -> str:
     """Queue jobs of `kind`, then sample their worker (main and pool process) draining them."""
     jobs = 3000
     submitted = load.submit_many(
@@ -190,7 +196,8 @@ def profile_worker(system: Conveyor, py_spy: str, out: Path, seconds: int, kind:
     worker = WORKER_OF_KIND[kind]
     system.start_workers(1, kinds=(worker,))
     started = time.monotonic()
-    py_spy_record(py_spy, system.workers[worker].pid, seconds, out, "--subprocesses")
+    extra = ("--subprocesses", "--idle") if idle else ("--subprocesses",)
+    py_spy_record(py_spy, system.workers[worker].pid, seconds, out, *extra)
     elapsed = time.monotonic() - started
     done = system.times([job_id for job_id, _ in submitted])
     finished = sum(1 for _, end, _ in done.values() if end is not None)

@@ -20,6 +20,7 @@ from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs.cmd import CommandParams, CommandResult
 from conveyor_core.settings import DEFAULT_COMMAND_CATALOG, CatalogCommand, Settings
 from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
+from conveyor_worker_cmd import job as cmd_job
 from conveyor_worker_cmd.job import run
 from conveyor_worker_cmd.sandbox import remove_tree
 
@@ -135,6 +136,21 @@ def test_stdin_is_fed_to_the_command(make_ctx: MakeContext) -> None:
 def test_non_zero_exit_is_a_result_not_a_failure(make_ctx: MakeContext) -> None:
     result = run(cmd("false"), make_ctx({"false": "false"}))
     assert result.exit_code == 1
+
+
+@requires_python
+@pytest.mark.timeout(120)
+def test_a_command_that_closed_its_output_is_waited_for_not_polled(
+    make_ctx: MakeContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once both pipes are at EOF, the job waits on the process itself; it used to sleep a
+    # poll interval there, which every short command paid when its exit came a moment after
+    # its EOF. With an interval of 10 minutes, this command must still end in a second.
+    monkeypatch.setattr(cmd_job, "POLL_INTERVAL_S", 600.0)
+    script = "import os, time; print('bye', flush=True); os.close(1); os.close(2); time.sleep(0.5)"
+    result = run(cmd("python3", "-c", script), make_ctx({"python3": PYTHON}))
+    assert (result.stdout, result.exit_code, result.timed_out) == ("bye\n", 0, False)
+    assert result.duration_s < 60
 
 
 def test_command_outside_the_catalog_is_refused(make_ctx: MakeContext) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from conveyor_core.jobs import ML_TRAIN
 from conveyor_core.jobs.ml import TrainResult
 from conveyor_core.settings import Settings
 from conveyor_core.worker import JobCancelled, JobContext, JobFailed
+from conveyor_worker_ml.datasets import load_bundled
 from conveyor_worker_ml.job import MODEL_ARTIFACT, run
 from sklearn.datasets import load_iris
 
@@ -281,3 +286,31 @@ def test_evaluation_matches_scikit_learns_report(labels: list[Any], predicted: l
                 report[name]["support"],
             )
         )
+
+
+def test_bundled_data_is_parsed_once_and_no_job_can_change_it(ctx: RecordingContext) -> None:
+    first = load_bundled("iris")
+    assert load_bundled("iris") is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.features[0, 0] = 0.0
+    train(ctx, model="logistic_regression", dataset="iris")  # on its own copy of it
+    assert np.array_equal(first.features, load_iris().data)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pool_processes_hold_blas_and_openmp_to_their_setting(threads: int) -> None:
+    # In a child interpreter: the limit is process-wide and would leak into other tests.
+    script = (
+        "from conveyor_worker_ml.__main__ import limit_threads\n"
+        "from threadpoolctl import threadpool_info\n"
+        "limit_threads()\n"
+        "print(sorted({(p['user_api'], p['num_threads']) for p in threadpool_info()}))\n"
+    )
+    env = {**os.environ, "CONVEYOR_ML_THREADS_PER_PROCESS": str(threads)}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    pools = ast.literal_eval(out)
+    assert {api for api, _ in pools} >= {"blas", "openmp"}  # numpy's BLAS, sklearn's OpenMP
+    assert {count for _, count in pools} == {threads}

@@ -210,7 +210,12 @@ class Sandbox:
 
     def step(self, timeout: float) -> bool:
         """Move I/O for up to `timeout` seconds; False once the command has exited."""
-        self._pump.pump(timeout)
+        if self._pump.open:
+            self._pump.pump(timeout)
+        else:
+            # Its pipes are at EOF, so it is exiting (or a quiet process): wait for the exit
+            # itself. A fixed sleep here cost every short command up to `timeout`.
+            self._wait_for_leader(time.monotonic() + timeout)
         self._kill_if_grace_over()
         with self._lock:
             return self._proc.poll() is None
