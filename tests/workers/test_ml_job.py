@@ -6,6 +6,7 @@ import ast
 import os
 import subprocess
 import sys
+import typing
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ import pytest
 import skops.io
 from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.jobs import ML_TRAIN
-from conveyor_core.jobs.ml import TrainResult
+from conveyor_core.jobs.ml import TrainParams, TrainResult
 from conveyor_core.settings import Settings
 from conveyor_core.worker import JobCancelled, JobContext, JobFailed
+from conveyor_worker_ml import pool
 from conveyor_worker_ml.datasets import load_bundled
 from conveyor_worker_ml.job import MODEL_ARTIFACT, run
 from sklearn.datasets import load_iris
@@ -301,7 +303,7 @@ def test_bundled_data_is_parsed_once_and_no_job_can_change_it(ctx: RecordingCont
 def test_pool_processes_hold_blas_and_openmp_to_their_setting(threads: int) -> None:
     # In a child interpreter: the limit is process-wide and would leak into other tests.
     script = (
-        "from conveyor_worker_ml.__main__ import limit_threads\n"
+        "from conveyor_worker_ml.pool import limit_threads\n"
         "from threadpoolctl import threadpool_info\n"
         "limit_threads()\n"
         "print(sorted({(p['user_api'], p['num_threads']) for p in threadpool_info()}))\n"
@@ -314,3 +316,23 @@ def test_pool_processes_hold_blas_and_openmp_to_their_setting(threads: int) -> N
     pools = ast.literal_eval(out)
     assert {api for api, _ in pools} >= {"blas", "openmp"}  # numpy's BLAS, sklearn's OpenMP
     assert {count for _, count in pools} == {threads}
+
+
+def test_warm_up_trains_each_model_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    trained = []
+    real_build = pool.build_estimator
+
+    def recording_build(params: Any) -> Any:
+        trained.append(params.model)
+        return real_build(params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool, "build_estimator", recording_build)
+        patch.chdir(tmp_path)
+        pool.warm_up()
+    union = typing.get_args(TrainParams)[0]  # Annotated[A | B | C, discriminator]
+    models = [
+        typing.get_args(m.model_fields["model"].annotation)[0] for m in typing.get_args(union)
+    ]
+    assert sorted(trained) == sorted(models)
+    assert list(tmp_path.iterdir()) == []

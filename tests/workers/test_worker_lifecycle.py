@@ -94,3 +94,20 @@ def test_an_idle_worker_exits_after_its_idle_time_but_never_mid_job(stack: Stack
         assert time.monotonic() - started >= 4 + 2 - 1  # the job, then two idle seconds
         assert stack.wait_for(client, job["id"], {"succeeded", "failed"})["state"] == "succeeded"
     assert "no job for 2 s (CONVEYOR_WORKER_IDLE_EXIT_S): stopping" in idle.log()
+
+
+def test_a_job_waiting_at_start_runs_once_the_pool_is_warm(stack: Stack):
+    # As after KEDA's scale from zero: the job is queued before its worker exists.
+    with stack.client() as client:
+        job = stack.submit(client, "ml.train", {"dataset": "iris", "model": "logistic_regression"})
+        worker = stack.start_worker("ml", CONVEYOR_WORKER_CONCURRENCY="2")
+        try:
+            stack.wait_for(client, job["id"], {"succeeded"})
+        finally:
+            worker.stop()
+            stack.retire("ml")
+    log = worker.log()
+    # Consuming (Celery's "ready.") starts only once both pool processes have warmed up.
+    warm = log.find("2 pool processes warm in")
+    assert warm != -1, log
+    assert warm < log.find("ready."), log

@@ -46,6 +46,7 @@ from conveyor_core.worker.context import JobCancelled, JobContext, JobFailed
 from conveyor_core.worker.handover import Handover, handover_step
 from conveyor_core.worker.idle import IdleExit, idle_exit_step
 from conveyor_core.worker.probe import start_probe_server
+from conveyor_core.worker.warm_pool import WarmPool
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
@@ -434,13 +435,20 @@ class JobRunner:
         else:
             metrics.JOBS_FAILED.labels(name).inc()
 
-    def start_warm_up(self, implementation_warm_up: Callable[[], None] | None) -> None:
+    def start_warm_up(
+        self, implementation_warm_up: Callable[[], None] | None, then: Callable[[], None]
+    ) -> None:
         """Warm a new pool process up in a thread, so that its start is not held up:
         Celery gives a pool process 4 s to report that it is up, and a job store that does
-        not answer could take longer than that."""
-        threading.Thread(
-            target=self._warm_up, args=(implementation_warm_up,), name="warm-up", daemon=True
-        ).start()
+        not answer could take longer than that. `then` runs once it is over, however."""
+
+        def warm_up() -> None:
+            try:
+                self._warm_up(implementation_warm_up)
+            finally:
+                then()
+
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
     def _warm_up(self, implementation_warm_up: Callable[[], None] | None) -> None:
         """Do what the process's first job would otherwise wait for: connect to the job
@@ -508,6 +516,8 @@ def build_worker_app(
         app.steps["consumer"].add(handover_step(handover))
     if settings.worker_idle_exit_s:
         app.steps["consumer"].add(idle_exit_step(IdleExit(settings.worker_idle_exit_s)))
+    warm_pool = WarmPool(settings.worker_concurrency)
+    app.steps["worker"].add(warm_pool.step())
 
     class JobRequest(Request):  # type: ignore[misc]
         def on_timeout(self, soft: bool, timeout: float) -> None:
@@ -565,7 +575,7 @@ def build_worker_app(
 
     @signals.worker_process_init.connect(weak=False)
     def _warm_up_pool_process(**_: Any) -> None:
-        runner.start_warm_up(warm_up)
+        runner.start_warm_up(warm_up, then=warm_pool.process_warm)
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _forget_pool_process(pid: int | None = None, **_: Any) -> None:

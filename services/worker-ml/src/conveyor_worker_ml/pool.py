@@ -1,0 +1,46 @@
+"""What each ML pool process does as it starts, before its first job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import skops.io
+from conveyor_core.jobs import ML_TRAIN
+from conveyor_core.settings import get_settings
+from threadpoolctl import threadpool_limits
+
+from conveyor_worker_ml.datasets import load_bundled
+from conveyor_worker_ml.estimators import build_estimator
+from conveyor_worker_ml.job import evaluate, split_train_test
+
+# One small job per model: enough to reach every library path a real job takes.
+WARM_UP_JOBS = [
+    {"dataset": "iris", "model": "logistic_regression"},
+    {"dataset": "iris", "model": "random_forest", "hyperparameters": {"n_estimators": 2}},
+    {"dataset": "iris", "model": "gradient_boosting", "hyperparameters": {"n_estimators": 2}},
+]
+
+
+def limit_threads(**_: Any) -> None:
+    """Hold this thread's BLAS and OpenMP pools to CONVEYOR_ML_THREADS_PER_PROCESS.
+
+    Run in the pool process's main thread (where its jobs run) and in its warm-up thread:
+    OpenMP's thread count is a setting of the thread that sets it.
+    """
+    threadpool_limits(limits=get_settings().ml_threads_per_process)
+
+
+def warm_up() -> None:
+    """Train each model once on iris, without storing anything: scikit-learn's and skops'
+    first use (lazy imports, first calls into BLAS) happens here rather than in the
+    process's first job, which it made 3-5 times slower than the next ones. Not in the
+    worker's main process: BLAS and OpenMP threads must not exist before a fork."""
+    limit_threads()
+    data = load_bundled("iris")
+    for raw in WARM_UP_JOBS:
+        params = ML_TRAIN.parse_params(raw)
+        split = split_train_test(data, params.test_size, params.random_state)
+        estimator = build_estimator(params)
+        estimator.fit(split.x_train, split.y_train)
+        evaluate(estimator, split, data)
+        skops.io.dumps(estimator)
