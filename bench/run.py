@@ -215,13 +215,16 @@ def measure_workers(system: System, plan: Plan) -> dict[str, Any]:
     return out
 
 
-def first_jobs(system: System, warm_jobs: int = 10) -> dict[str, Any]:
+def first_jobs(system: System, warm_jobs: int = 10, quiet_s: float = 0.5) -> dict[str, Any]:
     """Each type's first job after its worker started, against the warm jobs that follow.
 
     Per type: a fresh worker (1 process) is started and waited for, then jobs are sent one
-    at a time; each one's latency runs from sending it to its finish. `ratio` is the first
-    job's latency over the median of the next `warm_jobs`: what a first caller pays for
-    imports and first-use set-up that nobody did before the worker said it was ready.
+    at a time, each after `quiet_s` without any; each one's latency runs from sending it
+    to its finish. `ratio` is the first job's latency over the median of the next
+    `warm_jobs`: what a first caller pays for imports and first-use set-up that nobody did
+    before the worker said it was ready. The quiet spell before every job, not only the
+    first: on these machines any request after half a second of quiet takes 3-5 ms more
+    (the gateway's alone, no worker involved), which would count as a cold worker.
     """
     out: dict[str, Any] = {}
     with httpx.Client(base_url=system.base_url, timeout=30, headers=system.headers) as client:
@@ -229,6 +232,7 @@ def first_jobs(system: System, warm_jobs: int = 10) -> dict[str, Any]:
             system.start_workers(1, kinds=(kind,))
             latencies = []
             for _ in range(1 + warm_jobs):
+                time.sleep(quiet_s)
                 method, path, payload = system.request(kind)
                 sent = time.time()
                 response = client.request(method, path, json=payload)

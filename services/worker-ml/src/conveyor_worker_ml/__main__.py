@@ -14,8 +14,9 @@ from conveyor_worker_ml.pool import limit_threads, warm_up
 
 
 def main() -> None:
+    warm_up()
     signals.worker_process_init.connect(limit_threads, weak=False)
-    run_worker(ML_TRAIN, run, warm_up=warm_up)
+    run_worker(ML_TRAIN, run)
 
 
 if __name__ == "__main__":

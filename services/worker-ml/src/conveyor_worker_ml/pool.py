@@ -1,4 +1,4 @@
-"""What each ML pool process does as it starts, before its first job."""
+"""The ML worker's start: its libraries warmed up before the fork, its pool processes' threads."""
 
 from __future__ import annotations
 
@@ -24,23 +24,27 @@ WARM_UP_JOBS = [
 def limit_threads(**_: Any) -> None:
     """Hold this thread's BLAS and OpenMP pools to CONVEYOR_ML_THREADS_PER_PROCESS.
 
-    Run in the pool process's main thread (where its jobs run) and in its warm-up thread:
-    OpenMP's thread count is a setting of the thread that sets it.
+    Run in the pool process's main thread, where its jobs run: OpenMP's thread count is a
+    setting of the thread that sets it.
     """
     threadpool_limits(limits=get_settings().ml_threads_per_process)
 
 
 def warm_up() -> None:
-    """Train each model once on iris, without storing anything: scikit-learn's and skops'
-    first use (lazy imports, first calls into BLAS) happens here rather than in the
-    process's first job, which it made 3-5 times slower than the next ones. Not in the
-    worker's main process: BLAS and OpenMP threads must not exist before a fork."""
-    limit_threads()
-    data = load_bundled("iris")
-    for raw in WARM_UP_JOBS:
-        params = ML_TRAIN.parse_params(raw)
-        split = split_train_test(data, params.test_size, params.random_state)
-        estimator = build_estimator(params)
-        estimator.fit(split.x_train, split.y_train)
-        evaluate(estimator, split, data)
-        skops.io.dumps(estimator)
+    """Train each model once on iris, without storing anything, in the worker's main
+    process before it forks its pool: scikit-learn's, SciPy's and skops' first calls
+    (caches, lazy set-up) happen here once, and every pool process inherits their result.
+    Without it, the first job of each pool process was 3-5 times slower than the next
+    ones; done in each pool process, the pages it touches were copied into each (13 MB).
+
+    One thread, so that no OpenMP or BLAS thread team is running when the pool forks.
+    """
+    with threadpool_limits(limits=1):
+        data = load_bundled("iris")
+        for raw in WARM_UP_JOBS:
+            params = ML_TRAIN.parse_params(raw)
+            split = split_train_test(data, params.test_size, params.random_state)
+            estimator = build_estimator(params)
+            estimator.fit(split.x_train, split.y_train)
+            evaluate(estimator, split, data)
+            skops.io.dumps(estimator)
