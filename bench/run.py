@@ -520,6 +520,10 @@ def publish_ceiling(seconds: float, in_flight: int = 32) -> dict[str, Any]:
         return runner.run(main(broker_url))
 
 
+# Each transform case runs this many times in its process and reports the median.
+TRANSFORM_REPEAT = 3
+
+
 def transform(plan: Plan, workdir: Path) -> dict[str, Any]:
     def case(*args: str) -> dict[str, Any]:
         out = subprocess.run(
@@ -536,8 +540,9 @@ def transform(plan: Plan, workdir: Path) -> dict[str, Any]:
     for rows in plan.transform_rows:
         log(f"data transform, {rows:,} rows: Parquet -> filter, compute, group-by")
         made = case("make", str(workdir), str(rows))
-        conveyor = case("conveyor", str(workdir), str(rows))
-        loop = case("loop", str(workdir), str(rows), "--batch", str(plan.loop_batch))
+        repeat = ("--repeat", str(TRANSFORM_REPEAT))
+        conveyor = case("conveyor", str(workdir), str(rows), *repeat)
+        loop = case("loop", str(workdir), str(rows), "--batch", str(plan.loop_batch), *repeat)
         if conveyor["digest"] != loop["digest"]:
             raise RuntimeError(f"transform results differ: {conveyor} vs {loop}")
         results[str(rows)] = {"parquet_bytes": made["bytes"], "conveyor": conveyor, "loop": loop}

@@ -1,11 +1,13 @@
 """Data transform, one case per process (so peak RSS is that case's alone).
 
-    python -m bench.transform make  DIR ROWS            # write DIR/rows-ROWS.parquet
-    python -m bench.transform conveyor DIR ROWS         # the data worker's own job code
-    python -m bench.transform loop DIR ROWS [--batch N] # the blog's way: dicts, a Python loop
+    python -m bench.transform make DIR ROWS                   # write DIR/rows-ROWS.parquet
+    python -m bench.transform conveyor DIR ROWS [--repeat N]  # the data worker's job code
+    python -m bench.transform loop DIR ROWS [--batch N] [--repeat N]  # dicts, a Python loop
 
 The computation: keep rows with value >= 50, total = value * qty, then per city the sum
 of total and the row count. Prints one JSON line: seconds, peak RSS, the result's digest.
+With `--repeat N`, the case runs N times in its process and `seconds` is their median
+(`runs` has each one): a case of tens of milliseconds is otherwise one noisy sample.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -120,13 +123,24 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("rows", type=int)
     parser.add_argument("--batch", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     if args.mode == "make":
         out = make(args.directory, args.rows)
-    elif args.mode == "conveyor":
-        out = conveyor(args.directory, args.rows)
     else:
-        out = loop(args.directory, args.rows, args.batch or args.rows)
+        runs = [
+            conveyor(args.directory, args.rows)
+            if args.mode == "conveyor"
+            else loop(args.directory, args.rows, args.batch or args.rows)
+            for _ in range(args.repeat)
+        ]
+        if len({run["digest"] for run in runs}) != 1:
+            raise SystemExit(f"repeated runs disagree: {runs}")
+        out = {**runs[0], "seconds": statistics.median(run["seconds"] for run in runs)}
+        if "loop_seconds" in out:
+            out["loop_seconds"] = statistics.median(run["loop_seconds"] for run in runs)
+        if args.repeat > 1:
+            out["runs"] = [round(run["seconds"], 4) for run in runs]
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out))
 
