@@ -299,8 +299,16 @@ def test_bundled_data_is_parsed_once_and_no_job_can_change_it(ctx: RecordingCont
     assert np.array_equal(first.features, load_iris().data)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_pool_processes_hold_blas_and_openmp_to_their_setting(threads: int) -> None:
+@pytest.mark.parametrize(
+    ("environment", "threads"),
+    [
+        ({}, 1),  # a plain worker: one thread per pool process, not one per core
+        ({"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}, 2),  # as the chart sets them
+    ],
+)
+def test_pool_processes_hold_blas_and_openmp_to_one_thread_unless_told(
+    environment: dict[str, str], threads: int
+) -> None:
     # In a child interpreter: the limit is process-wide and would leak into other tests.
     script = (
         "from conveyor_worker_ml.pool import limit_threads\n"
@@ -308,10 +316,13 @@ def test_pool_processes_hold_blas_and_openmp_to_their_setting(threads: int) -> N
         "limit_threads()\n"
         "print(sorted({(p['user_api'], p['num_threads']) for p in threadpool_info()}))\n"
     )
-    env = {**os.environ, "CONVEYOR_ML_THREADS_PER_PROCESS": str(threads)}
-    env.pop("OMP_NUM_THREADS", None)
+    env = {k: v for k, v in os.environ.items() if k not in pool.THREAD_VARIABLES}
     out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script],
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     pools = ast.literal_eval(out)
     assert {api for api, _ in pools} >= {"blas", "openmp"}  # numpy's BLAS, sklearn's OpenMP

@@ -286,16 +286,6 @@ class Settings(BaseSettings):
         "copies of the features (data, train/test split, fitting): a larger synthetic set is "
         "refused with 422, a larger file fails the job once read.",
     )
-    ml_threads_per_process: int = Field(
-        default=1,
-        ge=1,
-        le=256,
-        description="BLAS and OpenMP threads each ML pool process may use. Jobs already run "
-        "side by side, one per pool process (CONVEYOR_WORKER_CONCURRENCY); left to "
-        "themselves, the libraries start one thread per core of the node (not of the pod's "
-        "CPU limit) in every process, and small fits spend more time spinning than fitting. "
-        "Raise it for few, large training jobs.",
-    )
     cmd_max_timeout_s: int = Field(default=3600, description="Cap on cmd.run timeout_s.")
     cmd_max_output_bytes: int = Field(
         default=1024 * 1024, description="stdout/stderr kept per stream; the rest is dropped."
