@@ -625,6 +625,10 @@ def _hand_back(task: Task, job_type: JobType, job_id: str, reason: str) -> None:
         raise Reject(f"{reason}; broker unavailable", requeue=True) from publish_error
 
 
+def _freeze_before_fork(**_: Any) -> None:
+    gc.freeze()
+
+
 def run_worker(
     job_type: JobType, implementation: Implementation, warm_up: Callable[[], None] | None = None
 ) -> None:
@@ -652,7 +656,9 @@ def run_worker(
     app = build_worker_app(job_type, implementation, settings, warm_up)
     # What is loaded by now is shared with the pool processes forked next: out of the
     # collector's reach, its pages are not copied into each of them by a collection.
+    # Again just before the fork, for what Celery's set-up made in between.
     gc.freeze()
+    signals.celeryd_after_setup.connect(_freeze_before_fork, weak=False)
     app.worker_main(
         [
             "worker",
