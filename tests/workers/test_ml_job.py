@@ -306,15 +306,20 @@ def test_bundled_data_is_parsed_once_and_no_job_can_change_it(ctx: RecordingCont
         ({"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}, 2),  # as the chart sets them
     ],
 )
-def test_pool_processes_hold_blas_and_openmp_to_one_thread_unless_told(
+def test_pool_processes_inherit_one_blas_and_openmp_thread_unless_told(
     environment: dict[str, str], threads: int
 ) -> None:
-    # In a child interpreter: the limit is process-wide and would leak into other tests.
+    # In a child interpreter (the limit is process-wide and would leak into other tests),
+    # set as the worker's main process does, then read in a process forked from it.
     script = (
+        "import os\n"
         "from conveyor_worker_ml.pool import limit_threads\n"
         "from threadpoolctl import threadpool_info\n"
         "limit_threads()\n"
-        "print(sorted({(p['user_api'], p['num_threads']) for p in threadpool_info()}))\n"
+        "if os.fork() == 0:\n"
+        "    print(sorted({(p['user_api'], p['num_threads']) for p in threadpool_info()}))\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in pool.THREAD_VARIABLES}
     out = subprocess.run(

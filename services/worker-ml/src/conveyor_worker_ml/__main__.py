@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from celery import signals
 from conveyor_core.jobs import ML_TRAIN
 from conveyor_core.worker import run_worker
 
@@ -14,8 +13,8 @@ from conveyor_worker_ml.pool import limit_threads, warm_up
 
 
 def main() -> None:
+    limit_threads()
     warm_up()
-    signals.worker_process_init.connect(limit_threads, weak=False)
     run_worker(ML_TRAIN, run)
 
 
