@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 from conveyor_core.jobs import AdmissionDenied, JobType
+from conveyor_core.jobs.base import ROW_WAIT_S
 from conveyor_core.states import JobState
 from conveyor_core.store import gateway_ops, utcnow
 from conveyor_core.store.gateway_ops import JobRow
@@ -114,7 +115,8 @@ class JobService:
     """Submissions and lookups, with group commit (see batching.py) on the hot paths.
 
     Concurrent submissions share one INSERT, and each still waits for the statement
-    holding its row to be committed, and for its own publisher confirm, before its 202.
+    holding its row to be committed, and for its own publisher confirm (meanwhile, not
+    after), before its 202.
     Concurrent lookups share one SELECT. `dispatched_at` is written in the background, in
     batches, mostly inside the next INSERT's transaction: if that write is lost (the
     gateway dies first), the maintenance loop publishes the job again, and the worker's
@@ -146,7 +148,7 @@ class JobService:
         origin: str = "v1",
         owner: str = "",
     ) -> Submitted:
-        """Commit the job row, then publish; a failed publish removes the row again.
+        """Commit the job row and publish its message; a failed publish removes the row.
 
         So a 202 means both the row and a confirmed persistent message exist, and a 503
         leaves nothing behind that claims to be queued.
@@ -177,7 +179,7 @@ class JobService:
         }
         job_id: uuid.UUID = row["id"]
         if idempotency_key is None:
-            await self._inserts.run(row)
+            await self._insert_and_publish(job_type, row)
         else:
             # Alone in its transaction: a unique-key violation must fail only this request.
             try:
@@ -188,21 +190,50 @@ class JobService:
                 if previous is None:
                     raise
                 return self._replay(previous, fingerprint)
-        try:
-            await self.publisher.publish(job_type, job_id)
-        except BaseException as error:
-            withdrawn = await self.runner.write(gateway_ops.withdraw(job_id))
-            if withdrawn or not isinstance(error, Exception):
-                raise
-            # A worker claimed the job already, so RabbitMQ had taken the message and only
-            # its confirm came late (a busy loop, a GC pause). The job stands: a 503 would
-            # have its caller submit it again, and it would run twice.
-            log.warning("job %s was claimed before its publish confirm arrived: kept", job_id)
-        self.dispatched.add(job_id)
+            try:
+                await self.publisher.publish(job_type, job_id)
+            except BaseException as error:
+                await self._withdraw(job_id, error)
+            self.dispatched.add(job_id)
         _submitted(job_type.name).inc()
         return Submitted(
             id=job_id, type=job_type.name, state=JobState.QUEUED, created_at=now, replayed=False
         )
+
+    async def _insert_and_publish(self, job_type: JobType, row: dict[str, Any]) -> None:
+        """Commit the row and publish its message at once: both wait on a disk (the
+        store's commit, the quorum queue's confirm), and a submission waits for the longer
+        of the two instead of their sum.
+
+        The message can reach a worker before the row is committed; the worker waits for
+        it (ROW_WAIT_S). A row that took longer than half that is left undispatched for the
+        maintenance loop to publish again, in case its first message was dropped.
+        """
+        job_id: uuid.UUID = row["id"]
+        started = time.monotonic()
+        inserted = asyncio.ensure_future(self._inserts.run(row))
+        try:
+            await self.publisher.publish(job_type, job_id)
+        except BaseException as error:
+            try:
+                await inserted  # a row is withdrawn once it is written, not before
+            except Exception:
+                raise error from None  # neither row nor message: nothing to undo
+            await self._withdraw(job_id, error)
+        # A failed insert raises here: its message, if any, is dropped by the worker.
+        await inserted
+        if time.monotonic() - started < ROW_WAIT_S / 2:
+            self.dispatched.add(job_id)
+
+    async def _withdraw(self, job_id: uuid.UUID, error: BaseException) -> None:
+        """Take back a job whose publish failed, unless a worker already claimed it."""
+        withdrawn = await self.runner.write(gateway_ops.withdraw(job_id))
+        if withdrawn or not isinstance(error, Exception):
+            raise error
+        # A worker claimed the job already, so RabbitMQ had taken the message and only
+        # its confirm came late (a busy loop, a GC pause). The job stands: a 503 would
+        # have its caller submit it again, and it would run twice.
+        log.warning("job %s was claimed before its publish confirm arrived: kept", job_id)
 
     async def check_inputs(self, job_type: JobType, params: Any, owner: str, admin: bool) -> None:
         """A key may read its own uploads and its own jobs' artifacts, nothing else."""

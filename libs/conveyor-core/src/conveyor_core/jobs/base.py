@@ -13,6 +13,11 @@ from conveyor_core.settings import Settings
 
 EXCHANGE = "conveyor"
 DEAD_LETTER_EXCHANGE = "conveyor.dead-letter"
+# The gateway publishes a job's message while its row commits, so a worker can get the
+# message first: it waits this long for the row before it drops the message as one whose
+# row was never written. The gateway records the job as dispatched only if its row was
+# committed within half of it; otherwise the maintenance loop publishes it again.
+ROW_WAIT_S = 30.0
 
 
 class StrictModel(BaseModel):

@@ -33,7 +33,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from conveyor_core.artifact_paths import attempt_artifact_folder, job_artifact_reference
 from conveyor_core.artifacts import ArtifactStore
 from conveyor_core.celery_app import create_celery_app, declare_topology
-from conveyor_core.jobs.base import JobType
+from conveyor_core.jobs.base import ROW_WAIT_S, JobType
 from conveyor_core.logs import configure_logging
 from conveyor_core.metrics import enable_multiprocess
 from conveyor_core.settings import Settings, get_settings
@@ -50,6 +50,9 @@ from conveyor_core.worker.warm_pool import WarmPool
 
 log = logging.getLogger("conveyor.worker")
 T = TypeVar("T")
+# Polls for a row still being committed: a few ms is the usual wait (a commit's fsync).
+FIRST_ROW_POLL_S = 0.002
+LAST_ROW_POLL_S = 0.5
 
 Implementation = Callable[[Any, JobContext], BaseModel]
 
@@ -260,11 +263,10 @@ class JobRunner:
     def execute(self, job_id: uuid.UUID, worker: str, redelivered: bool = False) -> None:
         store = self.resources.store
         try:
-            claim = self._claim(store, job_id, worker, redelivered)
+            claim, state = self._claim_when_written(store, job_id, worker, redelivered)
         except SQLAlchemyError as error:
             raise StoreUnavailable(str(error)) from error
         if claim is None:
-            state = store.current_state(job_id)
             if state == JobState.QUEUED and self.settings.max_running_per_key:
                 metrics.JOBS_DEFERRED.labels(self.job_type.name).inc()
                 raise OverRunningLimit(self._defer_pause_s(store, job_id))
@@ -359,6 +361,34 @@ class JobRunner:
             if store.current_state(job_id) != JobState.RUNNING:
                 return None
             time.sleep(interval)
+
+    def _claim_when_written(
+        self, store: WorkerJobStore, job_id: uuid.UUID, worker: str, redelivered: bool
+    ) -> tuple[Claim | None, str | None]:
+        """The claim, or why there is none: the job's state, or None for a row that never came.
+
+        The gateway publishes while the row commits (ROW_WAIT_S), so the message can come
+        first: a missing row is polled for. A row first seen `queued` after a missed claim
+        was committed in between: it is claimed once more before the state is the answer.
+        """
+        deadline = time.monotonic() + ROW_WAIT_S
+        pause = FIRST_ROW_POLL_S
+        seen_queued = False
+        while True:
+            claim = self._claim(store, job_id, worker, redelivered)
+            if claim is not None:
+                return claim, None
+            state = store.current_state(job_id)
+            if state is not None:
+                if seen_queued or state != JobState.QUEUED:
+                    return None, state
+                seen_queued = True
+                continue
+            if time.monotonic() >= deadline:
+                log.warning("job %s: no row after %.0f s; message dropped", job_id, ROW_WAIT_S)
+                return None, None
+            time.sleep(pause)
+            pause = min(2 * pause, LAST_ROW_POLL_S)
 
     def _run(self, job_id: uuid.UUID, params: Any, store: WorkerJobStore, attempt: int) -> None:
         ctx = JobContext(
