@@ -147,7 +147,9 @@ def _scaling(results: dict[str, Any], system: str) -> float | None:
 
 def metrics(results: dict[str, Any]) -> list[Metric]:
     drain_jobs = results.get("plan", {}).get("drain_jobs", 0)
-    rate = f"{results.get('plan', {}).get('fixed_rate', 0):,}/s offered (hey -q)"
+    offered = results.get("plan", {}).get("fixed_rate", 0)
+    rate = f"{offered:,}/s offered, evenly (50 staggered hey -c 1)"
+    bursts = f"{offered:,}/s offered in bursts of 50 (hey -c 50)"
     return [
         Metric(
             "submission throughput, 32 conn",
@@ -188,6 +190,8 @@ def metrics(results: dict[str, Any]) -> list[Metric]:
             _sys("fixed_rate.p99_ms"),
             lambda v, r: v <= 25,
         ),
+        Metric(f"submission p50 at {rate}", "ms", "lower", "report", _sys("fixed_rate.p50_ms")),
+        Metric(f"submission p99 at {bursts}", "ms", "lower", "report", _sys("burst_rate.p99_ms")),
         Metric(
             "ceiling: publish + confirm alone, 32 in flight (baseline: its submissions)",
             "jobs/s",

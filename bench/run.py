@@ -116,17 +116,20 @@ def measure_http(systems: dict[str, System], plan: Plan) -> dict[str, dict[str, 
         log(f"round {round_no + 1}/{plan.rounds}: submissions at {plan.fixed_rate}/s offered")
         for name in _rotated(names, round_no):
             system = systems[name]
-            run = load.hey(
-                system.base_url + system.submit_path,
-                rate=plan.fixed_rate,
-                seconds=plan.submit_seconds,
-                server_pid=system.gateway_pid,
-                method="POST",
-                body=system.submit_body,
-                headers=system.headers,
-            )
-            out[name].setdefault("fixed_rate_runs", []).append(run.as_dict())
-            system.purge()
+            # Evenly spread (the target's), then in hey's bursts of 50 (reported beside).
+            for spread, runs in ((True, "fixed_rate_runs"), (False, "burst_rate_runs")):
+                run = load.hey(
+                    system.base_url + system.submit_path,
+                    rate=plan.fixed_rate,
+                    seconds=plan.submit_seconds,
+                    server_pid=system.gateway_pid,
+                    spread=spread,
+                    method="POST",
+                    body=system.submit_body,
+                    headers=system.headers,
+                )
+                out[name].setdefault(runs, []).append(run.as_dict())
+                system.purge()
     for round_no in range(plan.rounds):
         log(f"round {round_no + 1}/{plan.rounds}: status polling, {plan.status_seconds}s each")
         for name in _rotated(names, round_no):
@@ -141,8 +144,9 @@ def measure_http(systems: dict[str, System], plan: Plan) -> dict[str, dict[str, 
     for result in out.values():
         result["submit"] = _median_run(result["submit_runs"])
         result["status"] = _median_run(result["status_runs"])
-        if "fixed_rate_runs" in result:
-            result["fixed_rate"] = _median_run(result["fixed_rate_runs"], "p99_ms")
+        for runs in ("fixed_rate", "burst_rate"):
+            if f"{runs}_runs" in result:
+                result[runs] = _median_run(result[f"{runs}_runs"], "p99_ms")
         rss = result["gateway_rss_after_mb"]
         result["gateway_rss_growth_pct"] = round(100 * (rss[-1] - rss[0]) / rss[0], 2)
     return out
